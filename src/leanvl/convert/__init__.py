@@ -1,0 +1,1 @@
+"""Converters from official checkpoints to leanvl checkpoint folders (no pickled code runs)."""

@@ -1,0 +1,27 @@
+import subprocess
+import sys
+
+from typer.testing import CliRunner
+
+from leanvl.cli.app import app
+
+runner = CliRunner()
+
+
+def test_help_lists_only_registered_commands():
+    result = runner.invoke(app, ["--help"])
+    assert result.exit_code == 0
+    assert "models" in result.output
+
+
+def test_models_command_runs():
+    result = runner.invoke(app, ["models"])
+    assert result.exit_code == 0, result.output
+
+
+def test_console_script_entry_point():
+    proc = subprocess.run(
+        [sys.executable, "-m", "leanvl", "--help"], capture_output=True, text=True, timeout=120
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert "Usage" in proc.stdout
