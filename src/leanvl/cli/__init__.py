@@ -5,7 +5,15 @@ from __future__ import annotations
 import sys
 
 # Importing a command module registers its commands on the apps in leanvl.cli.app.
-from leanvl.cli import bench, convert, data_scan, data_synth, models  # noqa: F401
+from leanvl.cli import (  # noqa: F401
+    bench,
+    convert,
+    convert_svitt,
+    convert_videopanda,
+    data_scan,
+    data_synth,
+    models,
+)
 from leanvl.cli.app import GROUPS, app
 
 for _name, _group in GROUPS.items():

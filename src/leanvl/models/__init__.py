@@ -3,3 +3,5 @@
 One file per family: ``allinone.py`` (All-in-one, CVPR'23), ``svitt.py`` (SViTT / SViTT-Ego,
 CVPR'23), ``videopanda.py`` (Video-Panda, CVPR'25). Shared blocks live in ``leanvl.layers``.
 """
+
+from leanvl.models import allinone, svitt, videopanda  # noqa: F401
