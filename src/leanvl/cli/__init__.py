@@ -13,6 +13,7 @@ from leanvl.cli import (  # noqa: F401
     data_scan,
     data_synth,
     models,
+    train,
 )
 from leanvl.cli.app import GROUPS, app
 

@@ -1,0 +1,1 @@
+"""Commands of this topic are registered here (none yet)."""
