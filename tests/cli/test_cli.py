@@ -25,3 +25,9 @@ def test_console_script_entry_point():
     )
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout
+
+
+def test_models_is_a_subcommand_not_the_root():
+    result = runner.invoke(app, ["models", "--help"])
+    assert result.exit_code == 0 and "List model presets" in result.output
+    assert runner.invoke(app, ["no-such-command"]).exit_code == 2

@@ -25,3 +25,9 @@ convert_app = typer.Typer(
 bench_app = typer.Typer(help="Measure speed, FLOPs and memory.", no_args_is_help=True)
 
 GROUPS = {"data": data_app, "convert": convert_app, "bench": bench_app}
+
+
+@app.callback()
+def _root() -> None:
+    """Efficient video-language models: All-in-one, SViTT / SViTT-Ego, Video-Panda."""
+    # A callback keeps `leanvl` a command group even while it has a single command.
