@@ -1,0 +1,193 @@
+"""Block-sparse attention, 3D relative position bias and token keeping (SViTT layers)."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from leanvl.layers.block_sparse import BlockSparse, block_sparse_attention, dense_attention
+from leanvl.layers.rel_pos_3d import (
+    RelativePositionBias3D,
+    num_relative_positions,
+    resample_temporal_table,
+)
+from leanvl.layers.token_keep import keep_count, keep_top_tokens
+
+
+def _qkv(b: int, h: int, s: int, d: int, seed: int = 0) -> tuple[torch.Tensor, ...]:
+    g = torch.Generator().manual_seed(seed)
+    return tuple(torch.randn(b, h, s, d, generator=g) for _ in range(3))
+
+
+def _bias(frames: int, grid: int, heads: int, seed: int = 1) -> RelativePositionBias3D:
+    bias = RelativePositionBias3D(frames, grid, grid, heads)
+    with torch.no_grad():
+        bias.table.normal_(generator=torch.Generator().manual_seed(seed))
+    return bias
+
+
+def _official_index(frames: int, h: int, w: int) -> torch.Tensor:
+    """The (1+Thw)^2 index built the BEiT way (coordinates, shifted offsets, 3 CLS rows)."""
+    coords = torch.stack(
+        torch.meshgrid(torch.arange(frames), torch.arange(h), torch.arange(w), indexing="ij")
+    ).flatten(1)
+    rel = (coords[:, :, None] - coords[:, None, :]).permute(1, 2, 0)
+    rel[..., 0] += frames - 1
+    rel[..., 1] += h - 1
+    rel[..., 2] += w - 1
+    rel[..., 0] *= (2 * h - 1) * (2 * w - 1)
+    rel[..., 1] *= 2 * w - 1
+    p = (2 * frames - 1) * (2 * h - 1) * (2 * w - 1)
+    s = 1 + frames * h * w
+    index = torch.zeros(s, s, dtype=torch.long)
+    index[1:, 1:] = rel.sum(-1)
+    index[0, 0:] = p
+    index[0:, 0] = p + 1
+    index[0, 0] = p + 2
+    return index
+
+
+def test_relative_index_matches_the_beit_construction() -> None:
+    bias = RelativePositionBias3D(3, 2, 3, heads := 2)
+    pos = torch.arange(1 + 3 * 2 * 3)
+    assert torch.equal(bias.index(pos, pos), _official_index(3, 2, 3))
+    assert bias.table.shape == (num_relative_positions(3, 2, 3), heads) == (5 * 3 * 5 + 3, 2)
+
+
+def test_resample_follows_interpolate_nearest() -> None:
+    # 4 -> 8 frames: offsets -7..7 read the old offsets -3,-3,-3,-2,-2,-1,-1,0,0,1,1,2,2,3,3.
+    span = 3 * 3
+    table = torch.arange(num_relative_positions(4, 2, 2), dtype=torch.float)[:, None]
+    new = resample_temporal_table(table, 4, 8, 2, 2)
+    assert new.shape == (15 * span + 3, 1)
+    offsets = new[:-3, 0].reshape(15, span)[:, 0] // span - 3
+    assert offsets.tolist() == [-3, -3, -3, -2, -2, -1, -1, 0, 0, 1, 1, 2, 2, 3, 3]
+    assert torch.equal(new[-3:], table[-3:])
+    with pytest.raises(ValueError, match="expected 66"):
+        resample_temporal_table(table[:-1], 4, 8, 2, 2)
+
+
+def test_random_blocks_follow_the_official_rule() -> None:
+    layout = BlockSparse(block_size=4, local=1, random=3)
+    torch.manual_seed(3)
+    table = layout.draw_random_blocks(10)
+    torch.manual_seed(3)
+    rand = torch.rand(10, 10)
+    rand[torch.arange(10), torch.arange(10)] = 0
+    assert torch.equal(table, rand.topk(3, dim=-1).indices.sort(dim=-1).values)
+    assert not (table == torch.arange(10)[:, None]).any()  # never the own block
+    first = layout.draw_random_blocks(10, generator=torch.Generator().manual_seed(5))
+    again = layout.draw_random_blocks(10, generator=torch.Generator().manual_seed(5))
+    assert torch.equal(first, again)
+    # fewer blocks than random ones: every block once (the official code would raise)
+    assert layout.draw_random_blocks(2).tolist() == [[0, 1], [0, 1]]
+
+
+def test_gather_equals_dense_when_every_block_is_attended() -> None:
+    # 3 frames of 2x2 patches = 12 tokens in 4 blocks of 3; own block + 3 random = all blocks.
+    bias = _bias(3, 2, heads=2)
+    q, k, v = _qkv(2, 2, 13, 8)
+    pos = torch.arange(13)[None]
+    layout = BlockSparse(block_size=3, local=1, random=3)
+    table = layout.draw_random_blocks(4)
+    ref, ref_cls = dense_attention(q, k, v, pos, bias)
+    out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cls, ref_cls)
+    assert torch.allclose(cls.sum(-1), torch.ones(2, 2))
+
+
+def _reference(q, k, v, pos, bias, layout, key_blocks, value_blocks):
+    """Loop reference: each query over [CLS] + listed blocks; padded slots zero at position 0.
+
+    Keys come from ``key_blocks``, values and bias positions from ``value_blocks``.
+    """
+    b, h, s, d = q.shape
+    n, bs = s - 1, layout.block_size
+    out = torch.zeros_like(q)
+
+    def slots(blocks):
+        return [0] + [1 + blk * bs + j for blk in blocks.tolist() for j in range(bs)]
+
+    def take(x, idx):
+        return torch.stack([x[:, :, j] if j <= n else torch.zeros(b, h, d) for j in idx], 2)
+
+    for i in range(n):
+        k_slots, v_slots = slots(key_blocks[i // bs]), slots(value_blocks[i // bs])
+        keys, vals = take(k, k_slots), take(v, v_slots)
+        kpos = torch.tensor([j if j <= n else 0 for j in v_slots])
+        logits = (q[:, :, 1 + i, None] @ keys.transpose(-1, -2))[:, :, 0] / math.sqrt(d)
+        logits = logits + bias(pos[:, 1 + i, None], kpos[None])[:, :, 0]
+        if layout.mask_padding:
+            logits[..., torch.tensor(k_slots) > n] = float("-inf")
+        out[:, :, 1 + i] = (logits.softmax(-1)[:, :, None] @ vals)[:, :, 0]
+    return out
+
+
+@pytest.mark.parametrize(
+    ("local", "mask_padding", "mirrored"),
+    [(1, False, True), (1, True, True), (3, False, True), (3, False, False)],
+)
+def test_gather_matches_a_loop_reference(local: int, mask_padding: bool, mirrored: bool) -> None:
+    # 2 frames x 3x3 patches = 18 tokens, blocks of 4 -> 5 blocks, last one has 2 padded slots.
+    bias = _bias(2, 3, heads=2)
+    q, k, v = _qkv(2, 2, 19, 4, seed=7)
+    pos = torch.arange(19)[None]
+    layout = BlockSparse(4, local, random=2, mask_padding=mask_padding, mirrored_local=mirrored)
+    table = layout.draw_random_blocks(5, generator=torch.Generator().manual_seed(0))
+    out, _ = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+    keys, values = layout.key_blocks(table), layout.key_blocks(table, values=True)
+    assert torch.equal(keys, values) == (local == 1 or not mirrored)
+    ref = _reference(q, k, v, pos, bias, layout, keys, values)
+    torch.testing.assert_close(out[:, :, 1:], ref[:, :, 1:], atol=1e-5, rtol=1e-5)
+    dense_cls = dense_attention(q, k, v, pos, bias)[0][:, :, 0]
+    torch.testing.assert_close(out[:, :, 0], dense_cls, atol=1e-5, rtol=1e-5)
+
+
+def test_unmasked_padding_changes_the_last_block_only() -> None:
+    bias = _bias(2, 3, heads=1)
+    q, k, v = _qkv(1, 1, 19, 4, seed=2)
+    pos = torch.arange(19)[None]
+    table = torch.tensor([[1], [2], [3], [4], [0]])
+    faithful = block_sparse_attention(q, k, v, pos, bias, BlockSparse(4, 1, 1), table)[0]
+    fixed = block_sparse_attention(q, k, v, pos, bias, BlockSparse(4, 1, 1, True), table)[0]
+    differs = (faithful - fixed).abs().amax(dim=-1)[0, 0] > 1e-6
+    # blocks whose key set contains block 4 (the padded one): block 3 (random) and block 4 (own)
+    expected = torch.zeros(19, dtype=torch.bool)
+    expected[1 + 12 : 1 + 18] = True
+    assert torch.equal(differs, expected)
+
+
+def test_keep_count_uses_ceil() -> None:
+    counts = [784]
+    for _ in range(3):
+        counts.append(keep_count(0.7, counts[-1]))
+    assert counts == [784, 549, 385, 270]
+    counts = [1568]
+    for _ in range(3):
+        counts.append(keep_count(0.6, counts[-1]))
+    assert counts == [1568, 941, 565, 339]
+
+
+def test_keep_top_tokens_keeps_cls_and_order() -> None:
+    x = torch.arange(6, dtype=torch.float)[None, :, None].repeat(2, 1, 1)  # token i has value i
+    scores = torch.tensor([[0.1, 0.9, 0.3, 0.8, 0.2], [0.5, 0.1, 0.2, 0.3, 0.4]])
+    kept = keep_top_tokens(x, scores, 0.5)  # ceil(2.5) = 3
+    assert kept.kept.tolist() == [[1, 2, 3], [0, 3, 4]]
+    assert kept.tokens[..., 0].tolist() == [[0, 2, 3, 4], [0, 1, 4, 5]]
+
+
+def test_flex_backend_equals_gather_with_pruned_positions() -> None:
+    # per-sample positions (as after token dropping) and a padded last block
+    bias = _bias(2, 3, heads=2)
+    q, k, v = _qkv(2, 2, 19, 4, seed=4)
+    kept = torch.randperm(18, generator=torch.Generator().manual_seed(0))[:18].sort().values
+    pos = torch.stack([torch.arange(19), torch.cat([torch.zeros(1, dtype=torch.long), kept + 1])])
+    layout = BlockSparse(block_size=4, local=1, random=2)
+    table = layout.draw_random_blocks(5, generator=torch.Generator().manual_seed(1))
+    ref, ref_cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+    out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="flex")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cls, ref_cls)
