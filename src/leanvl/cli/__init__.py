@@ -13,6 +13,8 @@ from leanvl.cli import (  # noqa: F401
     data_scan,
     data_synth,
     models,
+    search,
+    serve,
     train,
 )
 from leanvl.cli.app import GROUPS, app
