@@ -97,6 +97,10 @@ class DataConfig:
             training samples ``num_frames`` of them.
         vocab: tokenizer vocabulary (a ``vocab.txt`` path or name); None = the default
             BERT-uncased vocabulary.
+        on_error: what a video that cannot be read does: ``raise`` (stop with the file and
+            the reason) or ``skip`` (leave it out, count it, log it, report it in the metrics).
+        max_bad_fraction: with ``on_error=skip``, stop before training when more than this
+            fraction of a split's videos cannot be read (the message lists them).
     """
 
     root: str = "???"
@@ -118,6 +122,8 @@ class DataConfig:
     cache_dir: str | None = None
     cache_frames: int = 8
     vocab: str | None = None
+    on_error: str = "raise"
+    max_bad_fraction: float = 0.1
 
     def path(self, name: str | None) -> Path | None:
         """``name`` resolved against ``root`` (None stays None)."""
@@ -199,6 +205,10 @@ class TrainerConfig:
         val_every_n_steps: evaluate ``data.val_file`` every n steps (0 = only never).
         progress: ``rich`` progress bars, ``tqdm``, or ``none``.
         deterministic: ask torch for deterministic algorithms.
+        nonfinite: what a non-finite (NaN/inf) training loss or gradient does: ``stop`` (end the
+            run with an error naming the step and the loss terms; the last good checkpoint
+            stays) or ``skip`` (drop that step's update, count it, go on).
+        max_nonfinite_skips: with ``nonfinite=skip``, stop after this many skipped steps.
     """
 
     max_steps: int = 1000
@@ -217,6 +227,8 @@ class TrainerConfig:
     val_every_n_steps: int = 0
     progress: str = "rich"
     deterministic: bool = False
+    nonfinite: str = "stop"
+    max_nonfinite_skips: int = 10
 
 
 @dataclass
@@ -292,6 +304,12 @@ class TrainConfig:
                 self.task.qa_weight,
                 "QA co-training needs task.name pretrain/retrieval and data.qa_train_file",
             )
+        if self.data.on_error not in ("raise", "skip"):
+            fail("data.on_error", self.data.on_error, "expected 'raise' or 'skip'")
+        if not 0.0 <= self.data.max_bad_fraction <= 1.0:
+            fail("data.max_bad_fraction", self.data.max_bad_fraction, "must be in [0, 1]")
+        if self.trainer.nonfinite not in ("stop", "skip"):
+            fail("trainer.nonfinite", self.trainer.nonfinite, "expected 'stop' or 'skip'")
         if self.eval.split not in ("test", "val"):
             fail("eval.split", self.eval.split, "expected 'test' or 'val'")
         for key in ("num_frames", "batch_size", "eval_batch_size", "max_text_len", "image_size"):
