@@ -27,7 +27,7 @@ __all__ = [
     "load_train_config",
 ]
 
-TASKS = ("pretrain", "retrieval", "qa", "mc")
+TASKS = ("pretrain", "retrieval", "qa", "mc", "egomcq")
 
 
 @dataclass
@@ -53,6 +53,9 @@ class TaskConfig:
         qa_weight: ``pretrain``/``retrieval`` only: also train the QA head on
             ``data.qa_train_file`` in the same steps (co-training; one model then serves
             retrieval, matching and QA). 0 = off.
+        contrastive_loss: ``infonce`` (the default of every model) or ``egonce`` (SViTT-Ego:
+            clips whose narrations share a verb and a noun count as positives; pair it with
+            ``data.sampler=scene`` for the scene-aware negatives).
     """
 
     name: str = "pretrain"
@@ -63,6 +66,7 @@ class TaskConfig:
     itm_reversed: float = 0.0
     mc_head: str = "rank"
     qa_weight: float = 0.0
+    contrastive_loss: str = "infonce"
 
 
 @dataclass
@@ -101,6 +105,8 @@ class DataConfig:
             the reason) or ``skip`` (leave it out, count it, log it, report it in the metrics).
         max_bad_fraction: with ``on_error=skip``, stop before training when more than this
             fraction of a split's videos cannot be read (the message lists them).
+        sampler: how training batches are drawn: ``random`` or ``scene`` (EgoNCE's
+            scene-aware batches: clips of the same video placed in the same batch).
     """
 
     root: str = "???"
@@ -124,6 +130,7 @@ class DataConfig:
     vocab: str | None = None
     on_error: str = "raise"
     max_bad_fraction: float = 0.1
+    sampler: str = "random"
 
     def path(self, name: str | None) -> Path | None:
         """``name`` resolved against ``root`` (None stays None)."""
@@ -304,6 +311,12 @@ class TrainConfig:
                 self.task.qa_weight,
                 "QA co-training needs task.name pretrain/retrieval and data.qa_train_file",
             )
+        if self.task.contrastive_loss not in ("infonce", "egonce"):
+            fail(
+                "task.contrastive_loss", self.task.contrastive_loss, "expected infonce or egonce"
+            )
+        if self.data.sampler not in ("random", "scene"):
+            fail("data.sampler", self.data.sampler, "expected 'random' or 'scene'")
         if self.data.on_error not in ("raise", "skip"):
             fail("data.on_error", self.data.on_error, "expected 'raise' or 'skip'")
         if not 0.0 <= self.data.max_bad_fraction <= 1.0:
