@@ -148,3 +148,10 @@ def test_model_code_does_not_import_lightning():
         "assert 'lightning' not in sys.modules and 'pytorch_lightning' not in sys.modules"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_all_in_one_uses_the_engine_defaults_and_other_families_are_looked_up():
+    from leanvl.training.families import hooks_for
+
+    assert hooks_for("allinone_tiny") is None
+    assert hooks_for("no_such_model") is None

@@ -312,9 +312,7 @@ class TrainConfig:
                 "QA co-training needs task.name pretrain/retrieval and data.qa_train_file",
             )
         if self.task.contrastive_loss not in ("infonce", "egonce"):
-            fail(
-                "task.contrastive_loss", self.task.contrastive_loss, "expected infonce or egonce"
-            )
+            fail("task.contrastive_loss", self.task.contrastive_loss, "expected infonce or egonce")
         if self.data.sampler not in ("random", "scene"):
             fail("data.sampler", self.data.sampler, "expected 'random' or 'scene'")
         if self.data.on_error not in ("raise", "skip"):

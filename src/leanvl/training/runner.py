@@ -19,6 +19,7 @@ import time
 import warnings
 from dataclasses import replace
 from pathlib import Path
+from types import ModuleType
 from typing import Any
 
 import lightning as L
@@ -35,8 +36,9 @@ from leanvl.registry import create_model
 from leanvl.training.callbacks import ExportModel
 from leanvl.training.config import TrainConfig
 from leanvl.training.data import VideoTextDataModule
+from leanvl.training.families import hooks_for
 from leanvl.training.module import VideoTextModule
-from leanvl.training.tasks import build_task
+from leanvl.training.tasks import Task, build_task
 
 __all__ = ["build_model", "evaluate", "metrics_path", "train"]
 
@@ -86,6 +88,24 @@ def build_model(cfg: TrainConfig, answers: list[str] | None = None) -> nn.Module
         if fresh:
             log.warning("model.init: freshly initialised (not in %s): %s", cfg.model.init, fresh)
     return model
+
+
+def _datamodule(cfg: TrainConfig, hooks: ModuleType | None) -> L.LightningDataModule:
+    if hooks is not None and hasattr(hooks, "build_datamodule"):
+        return hooks.build_datamodule(cfg)
+    return VideoTextDataModule(cfg)
+
+
+def _model(cfg: TrainConfig, hooks: ModuleType | None, dm) -> nn.Module:
+    if hooks is not None and hasattr(hooks, "build_model"):
+        return hooks.build_model(cfg, dm)
+    return build_model(cfg, dm.answers)
+
+
+def _task(cfg: TrainConfig, hooks: ModuleType | None, dm) -> Task:
+    if hooks is not None and hasattr(hooks, "build_task"):
+        return hooks.build_task(cfg, dm)
+    return build_task(cfg.task, dm.tokenizer, cfg.data.max_text_len)
 
 
 def _extra(cfg: TrainConfig, answers: list[str] | None):
@@ -159,9 +179,10 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
     atomic_write_text(run / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
-    dm = VideoTextDataModule(cfg)
-    model = build_model(cfg, dm.answers)
-    task = build_task(cfg.task, dm.tokenizer, cfg.data.max_text_len)
+    hooks = hooks_for(cfg.model.name)
+    dm = _datamodule(cfg, hooks)
+    model = _model(cfg, hooks, dm)
+    task = _task(cfg, hooks, dm)
     info = {}
     for split, name in (("val", cfg.data.val_file), ("test", cfg.data.test_file)):
         if name is not None:
@@ -254,13 +275,13 @@ def _run_eval(cfg: TrainConfig, module: VideoTextModule, dm, trainer: L.Trainer 
     return metrics
 
 
-def _load_weights(cfg: TrainConfig, answers: list[str] | None) -> nn.Module:
+def _load_weights(cfg: TrainConfig, dm, hooks: ModuleType | None) -> nn.Module:
     path = Path(cfg.ckpt or Path(cfg.run_dir) / "model")
     if path.is_dir():
         model = load(path)
         return model
     if path.suffix == ".ckpt" and path.is_file():
-        model = build_model(cfg, answers)
+        model = _model(cfg, hooks, dm)
         state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=True)
         return model
@@ -277,9 +298,10 @@ def evaluate(cfg: TrainConfig) -> dict[str, Any]:
         data=replace(cfg.data, train_file=None, qa_train_file=None),
         task=replace(cfg.task, qa_weight=0.0),
     )
-    dm = VideoTextDataModule(cfg)
-    model = _load_weights(cfg, dm.answers)
-    task = build_task(cfg.task, dm.tokenizer, cfg.data.max_text_len)
+    hooks = hooks_for(cfg.model.name)
+    dm = _datamodule(cfg, hooks)
+    model = _load_weights(cfg, dm, hooks)
+    task = _task(cfg, hooks, dm)
     module = VideoTextModule(cfg, model, task, {})
     return _run_eval(cfg, module, dm)
 
