@@ -27,7 +27,6 @@ test: $(STAMP)
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 test-all: $(STAMP)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[e2e]"
 	$(PY) -m pytest -q -m "" $(PYTEST_ARGS)
 
 lint: $(STAMP)

@@ -63,7 +63,6 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_browser_search_ask_and_refusals(synth_small, tmp_path):
     pytest.importorskip("gradio")
