@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_model as _load_safetensors
 from safetensors.torch import save_model as _save_safetensors
 from torch import nn
@@ -107,6 +108,23 @@ def read_config(path: str | Path) -> dict[str, Any]:
     return meta
 
 
+def _check_safetensors(weights: Path) -> None:
+    """Refuse a weights file that is a pickle / torch zip (never unpickled) or not safetensors.
+
+    A safetensors file starts with the little-endian length of its JSON header, then ``{``.
+    """
+    with open(weights, "rb") as f:
+        head = f.read(9)
+    if len(head) == 9 and head[8:9] == b"{":
+        return
+    if head[:2] == b"PK" or head[:1] == b"\x80":
+        raise ValueError(
+            f"'{weights}': refused: this is a pickle / torch.save file, not safetensors; "
+            "leanvl checkpoint folders hold safetensors only and are never unpickled"
+        )
+    raise ValueError(f"'{weights}': not a safetensors file (truncated or another format)")
+
+
 def load(
     path: str | Path,
     *,
@@ -116,6 +134,11 @@ def load(
     """Open a leanvl checkpoint folder: rebuild the model from its config and load the weights
     strictly. Returns the model in eval mode."""
     path = Path(path)
+    if path.is_file():
+        raise ValueError(
+            f"'{path}' is a file, not a leanvl checkpoint folder; leanvl.load never unpickles "
+            f"(official checkpoints: `leanvl convert allinone|svitt|videopanda` first)"
+        )
     meta = read_config(path)
     model_cls, config_cls = get_family(meta["family"])
     config = config_from_dict(config_cls, meta["config"])
@@ -123,8 +146,11 @@ def load(
     weights = path / WEIGHTS_NAME
     if not weights.is_file():
         raise FileNotFoundError(f"'{path}': no {WEIGHTS_NAME}")
+    _check_safetensors(weights)
     try:
         missing, unexpected = _load_safetensors(model, str(weights), strict=False)
+    except SafetensorError as exc:
+        raise ValueError(f"'{weights}': not a valid safetensors file ({exc})") from exc
     except RuntimeError as exc:  # shape mismatches
         raise ValueError(
             f"'{weights}' does not match the {meta['family']} config in "

@@ -25,6 +25,10 @@ def test_console_script_entry_point():
     )
     assert proc.returncode == 0, proc.stderr
     assert "Usage" in proc.stdout
+    # every command the README documents is registered by `leanvl.cli` itself
+    listed = {line.split()[1] for line in proc.stdout.splitlines() if line.startswith("│ ")}
+    expected = {"models", "data", "convert", "train", "eval", "demo", "bench", "index"}
+    assert expected | {"search", "serve", "ask"} <= listed, proc.stdout
 
 
 def test_models_is_a_subcommand_not_the_root():

@@ -6,6 +6,7 @@ import sys
 
 # Importing a command module registers its commands on the apps in leanvl.cli.app.
 from leanvl.cli import (  # noqa: F401
+    ask,
     bench,
     convert,
     convert_svitt,

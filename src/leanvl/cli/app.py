@@ -31,3 +31,16 @@ GROUPS = {"data": data_app, "convert": convert_app, "bench": bench_app}
 def _root() -> None:
     """Efficient video-language models: All-in-one, SViTT / SViTT-Ego, Video-Panda."""
     # A callback keeps `leanvl` a command group even while it has a single command.
+
+
+def print_error(console, message: str) -> None:
+    """Print ``error: MESSAGE`` on ``console``: the message verbatim (no rich markup, so paths
+    with brackets survive) and unwrapped (a long path stays on one line for grep and tests)."""
+    console.print("[red]error:[/red]", end=" ")
+    console.print(str(message), highlight=False, markup=False, soft_wrap=True)
+
+
+def fail(console, message: str, code: int = 1):
+    """:func:`print_error`, then exit with ``code`` (1: the input was bad; 2: usage)."""
+    print_error(console, message)
+    raise typer.Exit(code)

@@ -11,7 +11,7 @@ from pathlib import Path
 import typer
 from rich.console import Console
 
-from leanvl.cli.app import app
+from leanvl.cli.app import app, fail
 
 
 @app.command("serve")
@@ -39,5 +39,4 @@ def serve_command(
     try:
         serve(model, index, host=host, port=port, max_upload_mb=max_upload_mb)
     except (FileNotFoundError, ValueError) as exc:
-        console.print(f"[red]error:[/red] {exc}", highlight=False)
-        raise typer.Exit(1) from None
+        fail(console, str(exc), 1)

@@ -12,14 +12,32 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from leanvl.cli.app import app
+from leanvl.cli.app import app, fail
 
 _console = Console(stderr=True)
 
 
 def _fail(message: str, code: int) -> None:
-    _console.print(f"[red]error:[/red] {message}", highlight=False)
-    raise typer.Exit(code)
+    fail(_console, message, code)
+
+
+def _run(fn, *args):
+    """Call ``fn(*args)``; the errors a run can meet on bad input (data, annotations,
+    checkpoints, non-finite loss) end it with their message and exit code 1, no traceback."""
+    from leanvl.video.errors import VideoDecodeError
+
+    try:
+        return fn(*args)
+    except (ValueError, FileNotFoundError, FloatingPointError, VideoDecodeError) as exc:
+        _fail(str(exc), 1)
+    except RuntimeError as exc:
+        # an error re-raised from a DataLoader worker arrives as a RuntimeError holding the
+        # worker's traceback: keep its last line ("...VideoDecodeError: 'path': reason")
+        text = str(exc)
+        if "DataLoader worker" not in text:
+            raise
+        lines = [line for line in text.splitlines() if line.strip()]
+        _fail(lines[-1] if lines else text, 1)
 
 
 def _load(config: Path, overrides: list[str] | None):
@@ -59,10 +77,7 @@ def train_command(
     cfg = _load(config, overrides)
     from leanvl.training.runner import train
 
-    try:
-        result = train(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc), 1)
+    result = _run(train, cfg)
     out = Console()
     summary = Table("item", "value", title=f"leanvl train: {cfg.task.name}")
     summary.add_row("steps", str(result["steps"]))
@@ -71,6 +86,11 @@ def train_command(
         summary.add_row(
             "loss (first -> last)", f"{result['losses'][0][1]:.4f} -> {result['final_loss']:.4f}"
         )
+    skipped = sum(len(v) for v in (result.get("skipped_videos") or {}).values())
+    if skipped:
+        summary.add_row("unreadable videos skipped", str(skipped))
+    if result.get("nonfinite_skips"):
+        summary.add_row("non-finite steps skipped", str(result["nonfinite_skips"]))
     summary.add_row("model", result["model"])
     summary.add_row("logs", str(Path(cfg.run_dir) / "logs"))
     out.print(summary)
@@ -89,10 +109,7 @@ def eval_command(
     cfg = _load(config, overrides)
     from leanvl.training.runner import evaluate, metrics_path
 
-    try:
-        metrics = evaluate(cfg)
-    except (ValueError, FileNotFoundError) as exc:
-        _fail(str(exc), 1)
+    metrics = _run(evaluate, cfg)
     Console().print(_metrics_table(f"{cfg.task.name} / {cfg.eval.split}", metrics))
     Console().print(f"metrics written to {metrics_path(cfg)}")
 

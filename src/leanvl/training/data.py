@@ -12,11 +12,21 @@ fast and runs exactly reproducible:
   reads them, so a run resumed at step k sees exactly the batches an uninterrupted run would.
   Evaluation samplers shard the data over processes, padding the last shard by repeating
   indices; the evaluation de-duplicates by index after gathering.
+
+**Unreadable videos** (``data.on_error``, ``data.max_bad_fraction``) are found before training:
+the frame cache decodes every clip and records the ones that fail (with the reason) beside the
+``.npy``; without the cache, ``on_error=skip`` probes every clip with the same check as
+``leanvl data scan`` and ``on_error=raise`` checks that every file exists. ``raise`` stops with
+every bad file and its reason; ``skip`` leaves their records out, logs them and reports them in
+:attr:`VideoTextDataModule.skipped`, unless more than ``max_bad_fraction`` of a split's videos
+are bad, which stops the run with the list.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
+import logging
 import os
 import random
 from collections.abc import Iterator, Sequence
@@ -36,20 +46,39 @@ from leanvl.data.annotations import (
     read_retrieval_json,
 )
 from leanvl.data.datasets import resolve_video_path
+from leanvl.data.scan import BadVideo, scan_videos
 from leanvl.text.tokenizer import load_tokenizer
 from leanvl.training.config import DataConfig, TrainConfig
 from leanvl.video.decode import read_frames
+from leanvl.video.errors import VideoDecodeError
 from leanvl.video.sampling import sample_frame_indices
 
 __all__ = [
+    "BadVideosError",
     "ClipFrames",
     "Collate",
     "EvalShardSampler",
     "StepSampler",
     "VideoTextDataModule",
     "build_frame_cache",
+    "cache_failures",
     "sample_seed",
 ]
+
+log = logging.getLogger("leanvl.training")
+
+
+class BadVideosError(ValueError):
+    """Videos of a split cannot be read and the policy (``data.on_error``,
+    ``data.max_bad_fraction``) says stop. ``str(err)`` lists every bad file and its reason.
+
+    Attributes:
+        bad: the bad videos (path and reason), sorted by path.
+    """
+
+    def __init__(self, message: str, bad: Sequence[BadVideo]) -> None:
+        super().__init__(message)
+        self.bad = list(bad)
 
 
 def sample_seed(seed: int, position: int) -> int:
@@ -73,15 +102,31 @@ def decode_clip(path: Path, num_frames: int, sample: str, size: int, seed: int |
     return _square(frames, size)
 
 
+def _failure(path: Path, exc: BaseException) -> str:
+    """The reason of a decode failure: the ``VideoDecodeError`` reason, else the error."""
+    if isinstance(exc, VideoDecodeError):
+        return exc.reason
+    return f"error: {type(exc).__name__}: {exc}"
+
+
 class _DecodeAll(Dataset):
+    """Item ``i``: ``(i, frames or None, failure reason or "")``; a bad clip never raises, so
+    one pass over the data finds every bad file."""
+
     def __init__(self, paths: Sequence[Path], frames: int, size: int) -> None:
         self.paths, self.frames, self.size = list(paths), frames, size
 
     def __len__(self) -> int:
         return len(self.paths)
 
-    def __getitem__(self, i: int) -> tuple[int, np.ndarray]:
-        return i, decode_clip(self.paths[i], self.frames, "uniform", self.size).numpy()
+    def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
+        try:
+            clip = decode_clip(self.paths[i], self.frames, "uniform", self.size).numpy()
+        except Exception as exc:  # any decoder failure marks the file bad
+            return i, None, _failure(self.paths[i], exc)
+        if clip.shape != (self.frames, self.size, self.size, 3):
+            return i, None, f"decoded frames of shape {tuple(clip.shape)}"
+        return i, clip, ""
 
 
 def _cache_key(paths: Sequence[Path], frames: int, size: int) -> str:
@@ -108,6 +153,10 @@ def build_frame_cache(
     settings, so a changed dataset gets a new cache. The file is written under a temporary name
     and renamed, so an interrupted build never leaves a truncated cache behind.
 
+    A clip that cannot be decoded does not stop the build: its row stays black and its path and
+    reason go to ``frames-<key>.bad.json`` (read with :func:`cache_failures`), written before
+    the ``.npy`` is renamed into place. What to do with bad clips is the caller's policy.
+
     Returns:
         The cache file (existing or new).
     """
@@ -124,16 +173,43 @@ def build_frame_cache(
         num_workers=num_workers,
         multiprocessing_context="fork" if num_workers and os.name == "posix" else None,
     )
+    bad: dict[str, str] = {}
     try:
-        for i, clip in loader:
-            array[i] = clip
+        for i, clip, reason in loader:
+            if reason:
+                bad[str(paths[int(i)])] = reason
+            else:
+                array[int(i)] = clip
         array.flush()
         del array
+        side = _failures_file(out)
+        if bad:
+            _atomic_json(side, dict(sorted(bad.items())))
+        else:
+            side.unlink(missing_ok=True)
         os.replace(tmp, out)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     return out
+
+
+def _failures_file(cache_file: Path) -> Path:
+    return cache_file.with_name(cache_file.name.removesuffix(".npy") + ".bad.json")
+
+
+def _atomic_json(path: Path, data: Any) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data, indent=1) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def cache_failures(cache_file: Path) -> dict[str, str]:
+    """The clips that :func:`build_frame_cache` could not decode: ``{path: reason}``."""
+    side = _failures_file(Path(cache_file))
+    if not side.is_file():
+        return {}
+    return json.loads(side.read_text(encoding="utf-8"))
 
 
 class ClipFrames:
@@ -143,17 +219,24 @@ class ClipFrames:
         paths: one video file per clip.
         num_frames: T frames returned per clip.
         size: frame side S.
-        cache_file: ``.npy`` from :func:`build_frame_cache` over these paths (None = decode
-            on demand).
+        cache_file: ``.npy`` from :func:`build_frame_cache` (None = decode on demand).
+        cache_paths: the paths the cache was built over (default ``paths``); a superset when
+            unreadable clips were left out of ``paths``.
     """
 
     def __init__(
-        self, paths: Sequence[Path], num_frames: int, size: int, cache_file: Path | None = None
+        self,
+        paths: Sequence[Path],
+        num_frames: int,
+        size: int,
+        cache_file: Path | None = None,
+        cache_paths: Sequence[Path] | None = None,
     ) -> None:
         self.paths = list(paths)
         self.num_frames, self.size = num_frames, size
         self.cache_file = cache_file
-        row_of = {p: i for i, p in enumerate(sorted(set(self.paths)))}
+        built = self.paths if cache_paths is None else list(cache_paths)
+        row_of = {p: i for i, p in enumerate(sorted(set(built)))}
         self.rows = [row_of[p] for p in self.paths]
         self._array: np.ndarray | None = None  # opened lazily, once per worker process
 
@@ -341,7 +424,12 @@ class StepSampler(Sampler[tuple[int, int]]):
                 yield int(perm[p % self.n]), sample_seed(self.seed, p)
 
     def __len__(self) -> int:
-        return max(0, self.num_batches - self.start_batch) * self.batch_size
+        """Items of the *whole run*, also when resuming (iteration then starts at
+        ``start_batch``): Lightning restores its batch counter of the interrupted epoch and
+        ends the epoch when that counter reaches the loader length, so a length that excluded
+        the batches already done would end the epoch early and restart the sampler, repeating
+        batches (a resumed run would then diverge from an uninterrupted one)."""
+        return self.num_batches * self.batch_size
 
 
 class EvalShardSampler(Sampler[tuple[int, int]]):
@@ -400,6 +488,8 @@ class VideoTextDataModule(L.LightningDataModule):
     Attributes:
         answers: QA answer vocabulary (``qa`` task or QA co-training), label = position.
         start_batch: first training batch to produce (set when resuming).
+        skipped: with ``data.on_error=skip``, the unreadable videos left out, per annotation
+            file (``"data.train_file 'ann/train.json'"`` -> list of :class:`BadVideo`).
     """
 
     def __init__(self, config: TrainConfig) -> None:
@@ -412,6 +502,7 @@ class VideoTextDataModule(L.LightningDataModule):
         self.start_batch = 0  # set by the training module when resuming
         self._splits: dict[str, tuple[list[Dataset], EvalData]] = {}
         self._train: Dataset | None = None
+        self.skipped: dict[str, list[BadVideo]] = {}
 
     # ---- files
     def _file(self, split: str) -> Path | None:
@@ -429,14 +520,64 @@ class VideoTextDataModule(L.LightningDataModule):
             return read_qa_json(path)
         return read_mc_jsonl(path)
 
-    def _clips(self, videos: list[str]) -> ClipFrames:
+    def _readable(self, source: str, records: list, attribute: str = "video") -> tuple[list, Any]:
+        """Apply ``data.on_error`` to the videos of ``records`` (from annotation ``source``).
+
+        Returns:
+            ``(kept records, make_clips)``: ``make_clips(videos)`` gives the
+            :class:`ClipFrames` of a list of kept videos (sharing the cache built over all of
+            them).
+
+        Raises:
+            BadVideosError: ``on_error=raise`` and a video is bad, or more than
+                ``max_bad_fraction`` of the videos are bad.
+        """
         d = self.cfg.data
-        paths = [resolve_video_path(d.videos, v) for v in videos]
+        videos = list(dict.fromkeys(getattr(r, attribute) for r in records))
+        path_of = {v: resolve_video_path(d.videos, v) for v in videos}
+        paths = list(path_of.values())
         cache = None
         if d.cache:
             cache_dir = Path(d.cache_dir) if d.cache_dir else Path(d.root) / ".leanvl_cache"
             cache = build_frame_cache(paths, cache_dir, d.cache_frames, d.image_size, d.num_workers)
-        return ClipFrames(paths, d.num_frames, d.image_size, cache)
+            bad = cache_failures(cache)
+        elif d.on_error == "skip":
+            report = scan_videos(paths, workers=d.num_workers)  # as `leanvl data scan`
+            bad = {b.path: b.reason for b in report.bad}
+        else:  # raise, decoding on demand: missing files now, the others when read
+            bad = {str(p): "missing file" for p in paths if not p.is_file()}
+        self._apply_policy(source, len(paths), bad)
+        kept = [r for r in records if str(path_of[getattr(r, attribute)]) not in bad]
+
+        def make_clips(kept_videos: list[str]) -> ClipFrames:
+            chosen = [path_of[v] for v in kept_videos]
+            return ClipFrames(chosen, d.num_frames, d.image_size, cache, cache_paths=paths)
+
+        return kept, make_clips
+
+    def _apply_policy(self, source: str, total: int, bad: dict[str, str]) -> None:
+        """Raise or record the unreadable videos of one annotation file (see :meth:`_readable`)."""
+        if not bad:
+            return
+        d = self.cfg.data
+        items = [BadVideo(p, r) for p, r in sorted(bad.items())]
+        listing = "\n".join(f"  {b.path}: {b.reason}" for b in items)
+        what = f"{len(items)} of {total} videos of {source} cannot be read"
+        if d.on_error == "raise":
+            raise BadVideosError(
+                f"{what} (data.on_error=raise; data.on_error=skip leaves them out):\n{listing}",
+                items,
+            )
+        fraction = len(items) / max(total, 1)
+        if fraction > d.max_bad_fraction:
+            raise BadVideosError(
+                f"{what} ({fraction:.1%}, more than data.max_bad_fraction="
+                f"{d.max_bad_fraction:g}); training not started. Bad videos:\n{listing}",
+                items,
+            )
+        if source not in self.skipped:
+            log.warning("%s; left out (data.on_error=skip):\n%s", what, listing)
+        self.skipped[source] = items
 
     # ---- Lightning hooks
     def prepare_data(self) -> None:
@@ -456,9 +597,9 @@ class VideoTextDataModule(L.LightningDataModule):
         path = self.cfg.data.path(self.cfg.data.qa_train_file)
         if self._aux_qa is not None or self.cfg.task.qa_weight <= 0 or path is None:
             return
-        records = read_qa_json(path)
+        records, make_clips = self._readable(f"data.qa_train_file '{path}'", read_qa_json(path))
         videos, vidx = _unique_videos([r.video for r in records])
-        clips = self._clips(videos)
+        clips = make_clips(videos)
         lookup = {a: i for i, a in enumerate(self.answers or [])}
         labels = [lookup.get(r.answer, -100) for r in records]
         self._aux_qa = QADataset(
@@ -468,11 +609,12 @@ class VideoTextDataModule(L.LightningDataModule):
     def _build(self, split: str | None) -> None:
         if split is None or split in self._splits or (split == "train" and self._train):
             return
-        records = self._records(split)
+        source = f"data.{split}_file '{self._file(split)}'"
+        records, make_clips = self._readable(source, self._records(split))
         train = split == "train"
         sample = self.cfg.data.train_sample if train else self.cfg.data.eval_sample
         videos, vidx = _unique_videos([r.video for r in records])
-        clips = self._clips(videos)
+        clips = make_clips(videos)
         task = self.cfg.task.name
         if task in ("pretrain", "retrieval"):
             if train:

@@ -5,6 +5,14 @@ Reproducibility: before every training batch the global torch RNG is re-seeded f
 (:class:`leanvl.training.data.StepSampler`), so dropout, ITM negatives and MLM masks of step k
 are the same whether or not the run was interrupted and resumed before k.
 
+Non-finite losses and gradients (``trainer.nonfinite``): with ``stop`` the run ends with a
+:class:`FloatingPointError` naming the step and the loss terms; with ``skip`` the step's update
+is dropped (no backward pass for a non-finite loss; the gradients are discarded before the
+optimiser for a non-finite gradient, so AdamW leaves the weights and its moments untouched),
+counted in ``nonfinite_skips`` (saved in the Lightning checkpoint, logged as
+``train/nonfinite_skips``), and more than ``trainer.max_nonfinite_skips`` stop the run. Weights
+are checked before every save (:func:`check_finite`), so NaN weights are never written.
+
 Evaluation (validation and test loops) collects one row per item on every process, gathers the
 rows from all processes and drops the duplicates that the sharded sampler padded in
 (:func:`gather_rows`); every process then computes the same metrics.
@@ -17,15 +25,37 @@ from typing import Any
 
 import lightning as L
 import torch
+from lightning.pytorch.utilities import rank_zero_warn
 from torch import nn
 
 from leanvl.training.config import TrainConfig
 from leanvl.training.data import EvalData, sample_seed
 from leanvl.training.tasks import Task
 
-__all__ = ["VideoTextModule", "gather_rows", "lr_lambda", "param_groups"]
+__all__ = ["VideoTextModule", "check_finite", "gather_rows", "lr_lambda", "param_groups"]
 
 _NO_DECAY = ("bias", "LayerNorm.", "norm.", "norm1.", "norm2.")
+
+
+def check_finite(model: nn.Module, what: str) -> None:
+    """Raise FloatingPointError naming the tensors of ``model`` that hold NaN / inf.
+
+    Args:
+        model: the model about to be saved.
+        what: what was about to happen (for the message), e.g. ``"checkpoint at step 7"``.
+    """
+    bad = [
+        n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()
+    ]
+    if bad:
+        raise FloatingPointError(
+            f"refusing to save {what}: non-finite weights in {bad[:8]}"
+            + (f" and {len(bad) - 8} more" if len(bad) > 8 else "")
+        )
+
+
+def _terms_text(terms: dict[str, float]) -> str:
+    return ", ".join(f"{k}={v:.6g}" for k, v in terms.items())
 
 
 def param_groups(model: nn.Module, cfg) -> list[dict[str, Any]]:
@@ -109,6 +139,7 @@ class VideoTextModule(L.LightningModule):
         self.eval_results: dict[str, Any] | None = None
         self.loss_history: list[tuple[int, float]] = []
         self._micro, self._micro_step = 0, -1
+        self.nonfinite_skips = 0
 
     # ---------------------------------------------------------------------------- training
     def on_train_batch_start(self, batch: Any, batch_idx: int) -> None:
@@ -130,15 +161,60 @@ class VideoTextModule(L.LightningModule):
             terms = self.task.losses(self.model, batch)
         loss = torch.stack(list(terms.values())).sum()
         bs = batch["index"].shape[0]
-        for name, value in terms.items():
-            self.log(f"train/{name}", value.detach(), batch_size=bs)
+        value = float(loss.detach())
+        if not math.isfinite(value):
+            values = {"loss": value, **{k: float(v.detach()) for k, v in terms.items()}}
+            self._nonfinite(f"training loss ({_terms_text(values)})")
+            return None  # skip: Lightning runs no backward pass and AdamW changes nothing
+        for name, term in terms.items():
+            self.log(f"train/{name}", term.detach(), batch_size=bs)
         self.log("train/loss", loss.detach(), prog_bar=True, batch_size=bs)
-        if not math.isfinite(float(loss.detach())):
-            raise FloatingPointError(
-                f"non-finite training loss at step {self.global_step}: {terms}"
-            )
-        self.loss_history.append((self.global_step, float(loss.detach())))
+        self.loss_history.append((self.global_step, value))
         return loss
+
+    def _nonfinite(self, what: str) -> None:
+        """Apply ``trainer.nonfinite`` to a non-finite ``what`` at the current step: raise
+        (stop, or too many skips) or count the skip."""
+        t = self.cfg.trainer
+        step = self.global_step
+        if t.nonfinite == "stop":
+            raise FloatingPointError(
+                f"non-finite {what} at step {step} (trainer.nonfinite=stop); the weights of "
+                f"step {step} were not updated and nothing after step {step - 1} was saved"
+            )
+        self.nonfinite_skips += 1
+        if self.nonfinite_skips > t.max_nonfinite_skips:
+            raise FloatingPointError(
+                f"non-finite {what} at step {step}: {self.nonfinite_skips} skipped steps, more "
+                f"than trainer.max_nonfinite_skips={t.max_nonfinite_skips} (trainer.nonfinite=skip)"
+            )
+        rank_zero_warn(
+            f"non-finite {what} at step {step}: update skipped "
+            f"({self.nonfinite_skips}/{t.max_nonfinite_skips} allowed)"
+        )
+        self.log("train/nonfinite_skips", float(self.nonfinite_skips), batch_size=1)
+
+    def on_before_optimizer_step(self, optimizer) -> None:
+        """A non-finite gradient (with a finite loss) stops the run or drops the update."""
+        bad = [
+            n
+            for n, p in self.model.named_parameters()
+            if p.grad is not None and not torch.isfinite(p.grad).all()
+        ]
+        if not bad:
+            return
+        self._nonfinite(f"gradient of {bad[:4]}{' ...' if len(bad) > 4 else ''}")
+        for p in self.model.parameters():  # skip: AdamW ignores parameters without gradient
+            p.grad = None
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Refuse to save non-finite weights; store the non-finite skip count."""
+        check_finite(self.model, f"a checkpoint at step {self.global_step}")
+        checkpoint["leanvl"] = {"nonfinite_skips": self.nonfinite_skips}
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        """Restore the non-finite skip count of a resumed run."""
+        self.nonfinite_skips = int(checkpoint.get("leanvl", {}).get("nonfinite_skips", 0))
 
     def configure_optimizers(self):
         """AdamW (All-in-one's betas/eps/decay groups) with warm-up + polynomial decay."""

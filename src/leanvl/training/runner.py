@@ -8,6 +8,12 @@ Run folder (``run_dir``)::
     checkpoints/last.ckpt  Lightning checkpoint (what ``resume=auto`` continues from)
     logs/                  metrics.csv and TensorBoard events
     metrics_<split>.json   evaluation results
+
+Reliability (``docs/reliability.md``): the data are read and checked (``data.on_error``) before
+the trainer starts; Lightning checkpoints are written atomically and read with the weights-only
+unpickler (:class:`~leanvl.training.callbacks.SafeCheckpointIO`), the resume checkpoint is
+checked before anything else happens, and ``resume=auto`` passes over a ``last.ckpt`` that is
+truncated (not one that is unsafe) to the newest readable ``step<N>.ckpt``.
 """
 
 from __future__ import annotations
@@ -32,8 +38,9 @@ from torch import nn
 
 from leanvl.checkpoint import WEIGHTS_NAME, atomic_write_text, load
 from leanvl.config import config_to_dict
+from leanvl.convert.safe_load import CheckpointReadError
 from leanvl.registry import create_model
-from leanvl.training.callbacks import ExportModel
+from leanvl.training.callbacks import ExportModel, SafeCheckpointIO, read_lightning_checkpoint
 from leanvl.training.config import TrainConfig
 from leanvl.training.data import VideoTextDataModule
 from leanvl.training.families import hooks_for
@@ -142,6 +149,7 @@ def _trainer(cfg: TrainConfig, callbacks: list[L.Callback], loggers=None, **kw) 
         use_distributed_sampler=False,
         deterministic=t.deterministic,
         default_root_dir=cfg.run_dir,
+        plugins=[SafeCheckpointIO()],
         **kw,
     )
 
@@ -154,16 +162,53 @@ def _setup_process(cfg: TrainConfig) -> None:
     warnings.filterwarnings("ignore", ".*`max_epochs` was not set.*")
     warnings.filterwarnings("ignore", ".*isinstance\\(treespec, LeafSpec\\)` is deprecated.*")
     warnings.filterwarnings("ignore", ".*exists and is not empty.*")
+    # trainer.nonfinite=skip returns None from training_step on purpose (and warns itself)
+    warnings.filterwarnings("ignore", ".*`training_step` returned `None`.*")
     L.seed_everything(cfg.trainer.seed, workers=True, verbose=False)
 
 
-def _resume_path(cfg: TrainConfig) -> Path | None:
+def _resume_state(cfg: TrainConfig) -> tuple[Path | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its content, read with the weights-only unpickler.
+
+    ``resume=auto`` takes ``run_dir/checkpoints/last.ckpt``; if that one is truncated or
+    corrupt (never if it is unsafe) the newest readable ``step<N>.ckpt`` is used instead, with
+    a warning.
+
+    Raises:
+        UnsafeCheckpointError: the checkpoint would run code when unpickled (nothing ran).
+        CheckpointReadError: an explicit ``resume=PATH`` cannot be read.
+    """
     if cfg.resume == "never":
-        return None
+        return None, None
     if cfg.resume != "auto":
-        return Path(cfg.resume)
-    last = Path(cfg.run_dir) / "checkpoints" / "last.ckpt"
-    return last if last.is_file() else None
+        path = Path(cfg.resume)
+        return path, read_lightning_checkpoint(path)
+    folder = Path(cfg.run_dir) / "checkpoints"
+    for partial in folder.glob(".*.ckpt.*.tmp"):  # left by a process killed while saving
+        log.warning("resume=auto: removing the partial checkpoint %s", partial)
+        partial.unlink(missing_ok=True)
+    last = folder / "last.ckpt"
+    if not last.is_file():
+        return None, None
+    try:
+        return last, read_lightning_checkpoint(last)
+    except CheckpointReadError as err:
+        problem = err
+    steps = sorted(
+        folder.glob("step*.ckpt"),
+        key=lambda p: int(p.stem[4:]) if p.stem[4:].isdigit() else -1,
+        reverse=True,
+    )
+    for path in steps:
+        try:
+            state = read_lightning_checkpoint(path)
+        except CheckpointReadError:
+            continue
+        log.warning("resume=auto: %s; resuming from %s instead", problem, path)
+        return path, state
+    raise CheckpointReadError(
+        last, f"{problem.reason}; no readable step<N>.ckpt beside it (resume=never starts over)"
+    )
 
 
 def train(cfg: TrainConfig) -> dict[str, Any]:
@@ -178,6 +223,7 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     _setup_process(cfg)
     run = Path(cfg.run_dir)
     run.mkdir(parents=True, exist_ok=True)
+    ckpt, state = _resume_state(cfg)  # a bad resume checkpoint fails before any heavy work
     atomic_write_text(run / "config.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg)))
     hooks = hooks_for(cfg.model.name)
     dm = _datamodule(cfg, hooks)
@@ -191,9 +237,9 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
     if cfg.task.qa_weight > 0:
         aux = build_task(replace(cfg.task, name="qa"), dm.tokenizer, cfg.data.max_text_len)
     module = VideoTextModule(cfg, model, task, info, aux)
-    ckpt = _resume_path(cfg)
+    if isinstance(dm, VideoTextDataModule):
+        dm.prepare_data()  # read and check every annotation file and video before the trainer
     if ckpt is not None:
-        state = torch.load(ckpt, map_location="cpu", weights_only=True)
         dm.start_batch = int(state["global_step"]) * cfg.trainer.accumulate_grad_batches
         del state
     t = cfg.trainer
@@ -212,6 +258,11 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         loggers.append(TensorBoardLogger(run, name="logs", version="", default_hp_metric=False))
     except ModuleNotFoundError:
         log.warning("TensorBoard logging off: install tensorboard or tensorboardX")
+    skipped = _skipped(dm)
+    if cfg.data.on_error == "skip":
+        count = sum(len(v) for v in skipped.values())
+        for logger in loggers:
+            logger.log_metrics({"data/skipped_videos": float(count)}, step=0)
     batches_per_val = t.val_every_n_steps * t.accumulate_grad_batches
     trainer = _trainer(
         cfg,
@@ -235,10 +286,18 @@ def train(cfg: TrainConfig) -> dict[str, Any]:
         "final_loss": module.loss_history[-1][1] if module.loss_history else None,
         "model": str(run / "model"),
         "metrics": None,
+        "skipped_videos": skipped,
+        "nonfinite_skips": module.nonfinite_skips,
     }
     if cfg.eval.at_end and cfg.data.test_file:
         result["metrics"] = _run_eval(cfg, module, dm, trainer)
     return result
+
+
+def _skipped(dm) -> dict[str, list[dict[str, str]]]:
+    """The videos left out under ``data.on_error=skip``: annotation file -> [{path, reason}]."""
+    found = getattr(dm, "skipped", {}) or {}
+    return {k: [{"path": b.path, "reason": b.reason} for b in v] for k, v in found.items()}
 
 
 def metrics_path(cfg: TrainConfig) -> Path:
@@ -269,6 +328,7 @@ def _run_eval(cfg: TrainConfig, module: VideoTextModule, dm, trainer: L.Trainer 
         "world_size": trainer.world_size,
         "seconds": time.perf_counter() - start,
         "metrics": metrics,
+        "skipped_videos": _skipped(dm),
     }
     if trainer.is_global_zero:
         atomic_write_text(metrics_path(cfg), json.dumps(report, indent=2) + "\n")
@@ -282,7 +342,7 @@ def _load_weights(cfg: TrainConfig, dm, hooks: ModuleType | None) -> nn.Module:
         return model
     if path.suffix == ".ckpt" and path.is_file():
         model = _model(cfg, hooks, dm)
-        state = torch.load(path, map_location="cpu", weights_only=True)["state_dict"]
+        state = read_lightning_checkpoint(path)["state_dict"]
         model.load_state_dict({k.removeprefix("model."): v for k, v in state.items()}, strict=True)
         return model
     raise FileNotFoundError(f"ckpt='{path}': not a leanvl checkpoint folder or a Lightning .ckpt")
