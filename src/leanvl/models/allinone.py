@@ -40,6 +40,8 @@ __all__ = ["AllInOne", "AllInOneConfig", "AllInOneOutput"]
 
 PATCH_ORDERS = ("raster", "random")
 QA_HEADS = ("openend", "vqav2")
+FUSION_POOLS = ("text_cls", "text_cls+video")
+VTC_POOLS = ("cls", "mean")
 
 
 @dataclass
@@ -80,6 +82,12 @@ class AllInOneConfig:
         num_answers: size of the QA answer vocabulary; 0 = no QA head.
         mc_vqa_head: build ``mc_vqa_classifier`` (TGIF action/transition, TVQA option scores).
         init_std: standard deviation of the random initialisation of Linear/Embedding weights.
+        fusion_pool: what the pooler reads in the joint pass: ``"text_cls"`` (official: the
+            text [CLS] token) or ``"text_cls+video"`` (leanvl option, off by default: the text
+            [CLS] plus the mean of the visual tokens, a direct path from the video to every
+            head that helps a small model trained from scratch).
+        vtc_pool: the VTC embedding of :meth:`AllInOne.encode_text` / ``encode_video``:
+            ``"cls"`` (official) or ``"mean"`` (leanvl option: mean of the valid tokens).
     """
 
     hidden_size: int = 768
@@ -104,6 +112,8 @@ class AllInOneConfig:
     num_answers: int = 0
     mc_vqa_head: bool = False
     init_std: float = 0.02
+    fusion_pool: str = "text_cls"
+    vtc_pool: str = "cls"
 
     def __post_init__(self) -> None:
         def fail(field: str, why: str) -> None:
@@ -120,6 +130,10 @@ class AllInOneConfig:
             fail("roll_fold_div", "must be >= 2")
         if self.patch_order not in PATCH_ORDERS:
             fail("patch_order", f"expected one of {PATCH_ORDERS}")
+        if self.fusion_pool not in FUSION_POOLS:
+            fail("fusion_pool", f"expected one of {FUSION_POOLS}")
+        if self.vtc_pool not in VTC_POOLS:
+            fail("vtc_pool", f"expected one of {VTC_POOLS}")
         if self.qa_head not in QA_HEADS:
             fail("qa_head", f"expected one of {QA_HEADS}")
         if self.num_answers < 0 or self.vtc_dim < 0:
@@ -153,7 +167,8 @@ class AllInOneOutput:
     Attributes:
         text_feats: (B, L, H) text token features.
         video_feats: (B, l, H) visual token features; index 0 is the visual CLS.
-        raw_cls_feats: (B, H) text [CLS] feature before the pooler.
+        raw_cls_feats: (B, H) text [CLS] feature before the pooler (plus the mean visual token
+            with ``fusion_pool="text_cls+video"``).
         cls_feats: (B, H) ``tanh(pooler(raw_cls_feats))``, the input of every head but MLM.
     """
 
@@ -510,6 +525,8 @@ class AllInOne(nn.Module):
         roll_start = seq_len if self.config.temporal_roll else None
         x = self.transformer.encode(x, key_padding_mask(valid), t, roll_start)
         raw_cls = x[:, 0]
+        if self.config.fusion_pool == "text_cls+video":
+            raw_cls = raw_cls + x[:, seq_len:].mean(dim=1)
         return AllInOneOutput(
             text_feats=x[:, :seq_len],
             video_feats=x[:, seq_len:],
@@ -546,7 +563,13 @@ class AllInOne(nn.Module):
         self._check_text(text_ids, text_mask)
         x = self.embed_text(text_ids)
         x = self.transformer.encode(x, key_padding_mask(text_mask), 1, None)
-        x = x if all_tokens else x[:, 0]
+        if all_tokens:
+            pass
+        elif self.config.vtc_pool == "mean":
+            w = text_mask.to(x.dtype)[..., None]
+            x = (x * w).sum(1) / w.sum(1).clamp(min=1)
+        else:
+            x = x[:, 0]
         return self._project(self.txt_proj, x, project, "encode_text")
 
     def encode_video(
@@ -570,7 +593,8 @@ class AllInOne(nn.Module):
         """
         visual = self.embed_video(video, patch_order=patch_order, generator=generator)
         x = self.transformer.encode(visual, None, video.shape[1], None)
-        x = x if all_tokens else x[:, 0]
+        if not all_tokens:
+            x = x.mean(dim=1) if self.config.vtc_pool == "mean" else x[:, 0]
         return self._project(self.vid_proj, x, project, "encode_video")
 
     # -------------------------------------------------------------------------------- heads
