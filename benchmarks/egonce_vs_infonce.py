@@ -27,6 +27,14 @@ different narrations, as for the random tiny BERT) and a step costs about twice 
 is not the default. Optimiser: AdamW (weight decay 0.02 except 1-D parameters), linear warmup over
 10 % of the steps, then cosine decay.
 
+``--engine`` runs the comparison through the training engine instead (``leanvl train`` with
+``configs/svitt_ego_synth.yaml``: the family hook ``leanvl.training.families.svitt``, EgoNCE
+with SViTT's learnable temperature, ITM as configured, EgoMCQ at the end of each run)::
+
+    OMP_WAIT_POLICY=PASSIVE python benchmarks/egonce_vs_infonce.py --engine --seeds 0 1 \\
+        --variants egonce_scene infonce_random --out runs/egonce_vs_infonce/results.json \\
+        [recipe key=value ...]
+
 Cheap steps: the EgoClip clips (8 frames of 64^2 each) are decoded once into one uint8 tensor;
 a training sample takes 4 of its 8 frames with SViTT's ``rand`` sampling and SViTT's
 normalisation (no crop or flip: flipping would contradict "moves ... left" narrations).
@@ -234,8 +242,68 @@ def _std(values: list[float]) -> str:
     return f" ± {statistics.stdev(values):.1f}" if len(values) > 1 else ""
 
 
+ENGINE_VARIANTS = {
+    "egonce_scene": ["task.contrastive_loss=egonce", "data.sampler=scene"],
+    "infonce_random": ["task.contrastive_loss=infonce", "data.sampler=random"],
+    "infonce_scene": ["task.contrastive_loss=infonce", "data.sampler=scene"],
+}
+
+
+def _mean_sd(values: list[float]) -> str:
+    spread = statistics.stdev(values) if len(values) > 1 else 0.0
+    return f"{100 * statistics.fmean(values):.1f} ± {100 * spread:.1f}"
+
+
+def engine_main(argv: list[str]) -> None:
+    """``--engine``: every (variant, seed) is one ``leanvl train`` run of ``--config``."""
+    from leanvl.training.config import load_train_config
+    from leanvl.training.runner import train as engine_train
+
+    p = argparse.ArgumentParser(description="EgoNCE vs InfoNCE through leanvl train")
+    p.add_argument("--config", default="configs/svitt_ego_synth.yaml")
+    p.add_argument("--seeds", type=int, nargs="+", default=[0])
+    p.add_argument("--variants", nargs="+", default=list(ENGINE_VARIANTS),
+                   choices=list(ENGINE_VARIANTS))  # fmt: skip
+    p.add_argument("--runs", default="runs/egonce_vs_infonce")
+    p.add_argument("--out", type=Path, default=Path("runs/egonce_vs_infonce/results.json"))
+    p.add_argument("overrides", nargs="*", help="recipe overrides applied to every run")
+    args = p.parse_args(argv)
+    results = json.loads(args.out.read_text()) if args.out.is_file() else {"runs": []}
+    done = {(r["variant"], r["seed"]) for r in results["runs"]}
+    for seed in args.seeds:
+        for variant in args.variants:
+            if (variant, seed) in done:  # finished runs are kept: the command resumes
+                continue
+            run_dir = Path(args.runs) / f"{variant}_s{seed}"
+            over = [*args.overrides, *ENGINE_VARIANTS[variant], f"trainer.seed={seed}",
+                    f"run_dir={run_dir}", "resume=never"]  # fmt: skip
+            t0 = time.perf_counter()
+            res = engine_train(load_train_config(args.config, overrides=over))
+            m = res["metrics"]
+            results["runs"].append({
+                "variant": variant, "seed": seed, "intra": m["intra"], "inter": m["inter"],
+                "n_intra": m["n_intra"], "n_inter": m["n_inter"], "final_loss": res["final_loss"],
+                "seconds": round(time.perf_counter() - t0, 1), "load": os.getloadavg()[0],
+                "overrides": over,
+            })  # fmt: skip
+            args.out.parent.mkdir(parents=True, exist_ok=True)
+            args.out.write_text(json.dumps(results, indent=2) + "\n")
+            print(f"{variant} seed {seed}: intra {m['intra']:.3f} inter {m['inter']:.3f}")
+    print("\n| variant | seeds | EgoMCQ intra (%) | EgoMCQ inter (%) |\n|---|---|---|---|")
+    for variant in args.variants:
+        runs = [r for r in results["runs"] if r["variant"] == variant]
+        if runs:
+            print(f"| {variant} | {len(runs)} | {_mean_sd([r['intra'] for r in runs])} | "
+                  f"{_mean_sd([r['inter'] for r in runs])} |")  # fmt: skip
+
+
 def main() -> None:
     """Run the comparison and print / save the table."""
+    import sys
+
+    if "--engine" in sys.argv[1:]:
+        engine_main([a for a in sys.argv[1:] if a != "--engine"])
+        return
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--out", type=Path, required=True, help="work folder (data, results)")
     parser.add_argument("--steps", type=int, default=200)
