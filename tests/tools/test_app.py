@@ -15,7 +15,7 @@ import torch
 
 import leanvl
 from leanvl.tools.adapters import load_adapter
-from leanvl.tools.app import UploadError, check_upload, pruning_figure
+from leanvl.tools.app import UploadError, _answer_markdown, build_app, check_upload, pruning_figure
 from leanvl.tools.index import build_index
 
 from .conftest import MODEL, RECIPE
@@ -55,6 +55,32 @@ def test_svitt_pruning_figure_marks_dropped_patches(synth_small, tmp_path):
         y, x = 112 + r * 16 + 8, f * 112 + c * 16 + 8
         original = fig[r * 16 + 8, f * 112 + c * 16 + 8]
         assert np.array_equal(fig[y, x], original) == (p in survived), p
+
+
+def test_videopanda_model_answers_by_generation(synth_small, tmp_path):
+    from leanvl.evaluation.videopanda_answer import VideoPandaAnswerer
+    from leanvl.training.families.videopanda_text import build_word_tokenizer
+
+    question = "what color is the square?"
+    tok = build_word_tokenizer([question, "red blue green left right"])
+    torch.manual_seed(3)
+    model = leanvl.create_model(
+        "videopanda_tiny", image_size=32, num_frames=4, llm={"vocab_size": len(tok)},
+        extra={"tokenizer": tok.backend_tokenizer.to_str()},
+    )  # fmt: skip
+    folder = leanvl.save_model(model, tmp_path / "panda")
+    adapter = load_adapter(folder)
+    video = sorted((synth_small / "videos").glob("*.mp4"))[0]
+    answerer = VideoPandaAnswerer(folder, model=adapter.model)
+    assert answerer.model is adapter.model  # the app does not load the weights twice
+    expected = VideoPandaAnswerer(folder).answer(video, question, max_new_tokens=6)
+    shown = _answer_markdown(adapter, video, question, answerer, max_new_tokens=6)
+    assert expected and shown == f"**{expected}**"
+    with pytest.raises(UploadError, match="no question-answering head"):
+        _answer_markdown(adapter, video, question)  # without the answerer: refused, named
+    assert build_app(folder) is not None  # the Ask tab builds for a Video-Panda folder
+    with pytest.raises(ValueError, match="cannot search an index"):
+        build_app(folder, index=tmp_path / "any")
 
 
 def _free_port() -> int:

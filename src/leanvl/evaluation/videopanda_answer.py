@@ -92,6 +92,7 @@ class VideoPandaAnswerer:
         tokenizer: tokenizer folder / hub id when the config stores none (converted
             checkpoints); default: the LLM's ``llm_path``.
         device: where the model runs.
+        model: the folder's model, already loaded with :func:`leanvl.load` (optional).
 
     Raises:
         FileNotFoundError: ``folder`` is not a checkpoint folder.
@@ -99,14 +100,20 @@ class VideoPandaAnswerer:
     """
 
     def __init__(
-        self, folder: str | Path, tokenizer: str | Path | None = None, device: str = "cpu"
+        self,
+        folder: str | Path,
+        tokenizer: str | Path | None = None,
+        device: str = "cpu",
+        *,
+        model: Any = None,
     ) -> None:
         folder = Path(folder)
         meta = read_config(folder)
         if meta["family"] != "videopanda":
             raise ValueError(f"'{folder}': a {meta['family']} checkpoint, not videopanda")
         self.folder = folder
-        self.model = load(folder, device=device)
+        # ``model``: the folder's model already loaded (leanvl serve), so it is not loaded twice
+        self.model = model if model is not None else load(folder, device=device)
         self.config = self.model.config
         self.tokenizer = self._tokenizer(tokenizer)
         recipe = (meta.get("extra") or {}).get("recipe") or {}

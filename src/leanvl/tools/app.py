@@ -5,7 +5,9 @@ Tabs:
 - **Search** (with an index): a sentence -> ranked clips with thumbnails, scores and a player
   (optionally re-ranked by the matching head).
 - **Ask**: upload a clip and ask a question, answered by All-in-one's open-ended QA head
-  (answer vocabulary from the checkpoint's ``extra.answers``). For SViTT models the tab draws
+  (answer vocabulary from the checkpoint's ``extra.answers``) or, for a Video-Panda model, by
+  greedy generation (:class:`~leanvl.evaluation.videopanda_answer.VideoPandaAnswerer`, the
+  preprocessing of ``leanvl ask``). For SViTT models the tab draws
   the patches that survive each node-sparsity drop layer over the frames (the SViTT paper's
   Figure 2: Li et al., "SViTT: Temporal Learning of Sparse Video-Text Transformers", CVPR 2023).
 
@@ -98,9 +100,14 @@ def pruning_figure(adapter: ModelAdapter, path: str | Path, cell: int = 112) -> 
     return out
 
 
-def _answer_markdown(adapter: ModelAdapter, path: Path, question: str) -> str:
+def _answer_markdown(
+    adapter: ModelAdapter, path: Path, question: str, answerer: Any = None, max_new_tokens=64
+) -> str:
     if not question or not question.strip():
         raise UploadError("Type a question.")
+    if answerer is not None:  # Video-Panda: generation
+        text = answerer.answer(path, question.strip(), max_new_tokens=max_new_tokens)
+        return f"**{text}**" if text else "*(the model generated an empty answer)*"
     if adapter.family == "allinone":
         clip = adapter.load_clip(path)
         answers = adapter.answer(clip, question.strip())
@@ -108,8 +115,8 @@ def _answer_markdown(adapter: ModelAdapter, path: Path, question: str) -> str:
         lines += [f"- {a}: {p:.1%}" for a, p in answers]
         return "\n".join(lines)
     raise UploadError(
-        f"This {adapter.family} model has no question-answering head here; "
-        "use an All-in-one model trained with QA (e.g. leanvl demo's DIR/model)."
+        f"This {adapter.family} model has no question-answering head here; use an All-in-one "
+        "model trained with QA (e.g. leanvl demo's DIR/model) or a Video-Panda model."
     )
 
 
@@ -132,6 +139,13 @@ def build_app(
     import gradio as gr
 
     adapter = model if isinstance(model, ModelAdapter) else load_adapter(model)
+    answerer = None
+    if adapter.family == "videopanda":
+        from leanvl.evaluation.videopanda_answer import VideoPandaAnswerer
+
+        answerer = VideoPandaAnswerer(adapter.folder, model=adapter.model)
+    if index is not None and not adapter.searchable:
+        raise ValueError(f"'{adapter.folder}': a {adapter.family} model cannot search an index")
     max_bytes = int(max_upload_mb * 1e6)
     if index is not None:
         with VideoIndex.open(index) as idx:
@@ -166,7 +180,7 @@ def build_app(
     def ask(video: str | None, question: str):
         try:
             path = check_upload(video, max_bytes)
-            answer = _answer_markdown(adapter, path, question)
+            answer = _answer_markdown(adapter, path, question, answerer)
             figure = (
                 pruning_figure(adapter, path) if adapter.family in ("svitt", "svitt_ego") else None
             )
