@@ -30,6 +30,12 @@ def scan_command(
     workers: int = typer.Option(2, "--workers", "-j", min=0, help="Worker processes (0: none)."),
     frames: int = typer.Option(4, "--frames", min=1, help="Middle frames decoded per video."),
     timeout: float = typer.Option(60.0, "--timeout", min=0.1, help="Seconds allowed per video."),
+    max_pixels: int = typer.Option(
+        7680 * 4320,
+        "--max-pixels",
+        min=0,
+        help="Largest frame (width*height) accepted, as data.max_video_pixels (0: no limit).",
+    ),  # fmt: skip
     report: Path = typer.Option(
         None, "--report", help="Write a JSON report of the bad videos to this file."
     ),
@@ -82,7 +88,7 @@ def scan_command(
             progress.update(task, advance=1, bad=bad_count)
 
         result = scan_videos(videos, workers=workers, num_frames=frames, timeout=timeout,
-                             on_result=on_result)  # fmt: skip
+                             on_result=on_result, max_pixels=max_pixels or None)  # fmt: skip
 
     console.print(
         f"{result.total} videos scanned in {result.seconds:.1f} s: "

@@ -15,6 +15,8 @@ check a dataset as it will be read.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
+import functools
 import json
 import multiprocessing
 import signal
@@ -92,42 +94,80 @@ def _on_alarm(signum, frame):  # pragma: no cover - runs in worker processes
     raise _VideoTimeout
 
 
-def check_video(path: str, num_frames: int = 4, timeout: float | None = None) -> str | None:
+#: Default largest frame accepted (``width * height``): 8K UHD, 7680 x 4320.
+MAX_VIDEO_PIXELS = 7680 * 4320
+
+
+@contextlib.contextmanager
+def guarded(path: str | Path, timeout: float | None = None, max_pixels: int | None = None):
+    """Decode ``path`` inside this block under two limits; breaking one raises
+    :class:`~leanvl.video.VideoDecodeError` naming the file, with the reason ``timeout: ...``
+    or ``resolution ...``, so every video policy treats it as an unreadable file.
+
+    Args:
+        path: the video (its size is probed first when ``max_pixels`` is set).
+        timeout: seconds for the whole block, enforced with a SIGALRM timer; it works in a main
+            thread (a DataLoader / scan worker process, or the main process) and interrupts the
+            decoder between packets and frames, not inside one FFmpeg call (for that,
+            :func:`scan_videos` also kills a worker past a deadline). ``None``/0: no timer.
+        max_pixels: largest ``width * height`` accepted (``None``/0: no limit); refused before
+            anything is decoded, so a huge video costs a probe, not gigabytes of frames.
+    """
+    from leanvl.video import VideoDecodeError, probe
+
+    armed = False
+    if timeout and hasattr(signal, "setitimer"):
+        try:
+            previous = signal.signal(signal.SIGALRM, _on_alarm)
+            armed = True
+            signal.setitimer(signal.ITIMER_REAL, timeout)
+        except ValueError:  # not the main thread: no timer here
+            armed = False
+    try:
+        if max_pixels:
+            info = probe(path)
+            if info.width * info.height > max_pixels:
+                raise VideoDecodeError(
+                    path,
+                    f"resolution {info.width}x{info.height} is over the limit of "
+                    f"{max_pixels:,} pixels per frame (data.max_video_pixels)",
+                )
+        yield
+    except _VideoTimeout:
+        raise VideoDecodeError(path, f"timeout: no result after {timeout:g} s") from None
+    finally:
+        if armed:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+            signal.signal(signal.SIGALRM, previous)
+
+
+def check_video(
+    path: str, num_frames: int = 4, timeout: float | None = None, max_pixels: int | None = None
+) -> str | None:
     """Probe ``path`` and decode ``num_frames`` middle frames; the failure reason or ``None``.
 
     Args:
         path: the video file.
         num_frames: frames to decode.
-        timeout: seconds before giving up (a SIGALRM timer; only in a main thread, as in a
-            worker process). ``None``: no timer.
+        timeout: seconds before giving up (a SIGALRM timer, see :func:`guarded`; only in a
+            main thread, as in a worker process). ``None``: no timer.
+        max_pixels: largest ``width * height`` accepted (:func:`guarded`); ``None``: no limit.
     """
     from leanvl.video import VideoDecodeError, probe, read_frames
 
-    armed = False
     try:
-        if timeout and hasattr(signal, "setitimer"):
-            try:
-                signal.signal(signal.SIGALRM, _on_alarm)
-                armed = True
-                signal.setitimer(signal.ITIMER_REAL, timeout)
-            except ValueError:  # not the main thread: rely on the parent's deadline
-                armed = False
-        info = probe(path)
-        if info.num_frames < 1:
-            return "no frames"
-        frames, _ = read_frames(path, num_frames, sample="middle")
+        with guarded(path, timeout, max_pixels):
+            info = probe(path)
+            if info.num_frames < 1:
+                return "no frames"
+            frames, _ = read_frames(path, num_frames, sample="middle")
         if frames.shape[0] != num_frames:
             return f"decoded {frames.shape[0]} of {num_frames} frames"
         return None
     except VideoDecodeError as err:
         return err.reason
-    except _VideoTimeout:
-        return f"timeout: no result after {timeout:g} s"
     except Exception as err:  # any other decoder failure is a bad file too
         return f"error: {type(err).__name__}: {err}"
-    finally:
-        if armed:
-            signal.setitimer(signal.ITIMER_REAL, 0)
 
 
 def scan_videos(
@@ -139,6 +179,7 @@ def scan_videos(
     start_method: str = "forkserver",
     check: Callable[[str, int, float | None], str | None] = check_video,
     startup_grace: float = 15.0,
+    max_pixels: int | None = None,
 ) -> ScanReport:
     """Probe and decode every video; report the bad ones.
 
@@ -156,11 +197,15 @@ def scan_videos(
             module-level function (workers import it by name).
         startup_grace: extra seconds the parent allows over ``1.5 * timeout`` (worker start-up)
             before it kills a worker and reports the video as ``timeout``.
+        max_pixels: videos with larger frames (``width * height``) are bad (``resolution
+            ...``) without being decoded; ``None``: no limit. Passed to ``check`` by keyword.
 
     Returns:
         A :class:`ScanReport` (``ok`` in input order, ``bad`` in completion order).
     """
     unique = list(dict.fromkeys(str(p) for p in paths))
+    if max_pixels:
+        check = functools.partial(check, max_pixels=max_pixels)
     started = time.monotonic()
     results: dict[str, str | None] = {}
 

@@ -105,6 +105,11 @@ class DataConfig:
             the reason) or ``skip`` (leave it out, count it, log it, report it in the metrics).
         max_bad_fraction: with ``on_error=skip``, stop before training when more than this
             fraction of a split's videos cannot be read (the message lists them).
+        decode_timeout: seconds one clip may take to decode (frame cache, up-front scan and
+            on-demand decoding); a slower clip counts as unreadable (``timeout: ...``) and
+            ``on_error`` applies. 0 = no limit.
+        max_video_pixels: largest frame (``width * height``) accepted; a larger video counts as
+            unreadable (``resolution ...``) without being decoded. Default 8K UHD; 0 = no limit.
         sampler: how training batches are drawn: ``random`` or ``scene`` (EgoNCE's
             scene-aware batches: clips of the same video placed in the same batch).
     """
@@ -130,6 +135,8 @@ class DataConfig:
     vocab: str | None = None
     on_error: str = "raise"
     max_bad_fraction: float = 0.1
+    decode_timeout: float = 60.0
+    max_video_pixels: int = 7680 * 4320
     sampler: str = "random"
 
     def path(self, name: str | None) -> Path | None:
@@ -317,6 +324,10 @@ class TrainConfig:
             fail("data.sampler", self.data.sampler, "expected 'random' or 'scene'")
         if self.data.on_error not in ("raise", "skip"):
             fail("data.on_error", self.data.on_error, "expected 'raise' or 'skip'")
+        if self.data.decode_timeout < 0:
+            fail("data.decode_timeout", self.data.decode_timeout, "must be >= 0 (0: no limit)")
+        if self.data.max_video_pixels < 0:
+            fail("data.max_video_pixels", self.data.max_video_pixels, "must be >= 0 (0: none)")
         if not 0.0 <= self.data.max_bad_fraction <= 1.0:
             fail("data.max_bad_fraction", self.data.max_bad_fraction, "must be in [0, 1]")
         if self.trainer.nonfinite not in ("stop", "skip"):

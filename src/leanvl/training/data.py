@@ -46,7 +46,7 @@ from leanvl.data.annotations import (
     read_retrieval_json,
 )
 from leanvl.data.datasets import resolve_video_path
-from leanvl.data.scan import BadVideo, scan_videos
+from leanvl.data.scan import BadVideo, guarded, scan_videos
 from leanvl.text.tokenizer import load_tokenizer
 from leanvl.training.config import DataConfig, TrainConfig
 from leanvl.video.decode import read_frames
@@ -95,10 +95,23 @@ def _square(frames: torch.Tensor, size: int) -> torch.Tensor:
     return frames[:, top : top + size, left : left + size]
 
 
-def decode_clip(path: Path, num_frames: int, sample: str, size: int, seed: int | None = None):
+def decode_clip(
+    path: Path,
+    num_frames: int,
+    sample: str,
+    size: int,
+    seed: int | None = None,
+    timeout: float | None = None,
+    max_pixels: int | None = None,
+):
     """Decode ``num_frames`` frames of ``path`` as uint8 (T, size, size, 3): shorter side
-    resized to ``size`` at decode time, then centre-cropped."""
-    frames, _ = read_frames(path, num_frames, sample=sample, size=size, seed=seed)
+    resized to ``size`` at decode time, then centre-cropped.
+
+    ``timeout`` (seconds) and ``max_pixels`` (largest ``width * height``) bound the work: a clip
+    that breaks one raises :class:`VideoDecodeError` (``timeout: ...`` / ``resolution ...``),
+    see :func:`leanvl.data.scan.guarded`."""
+    with guarded(path, timeout, max_pixels):
+        frames, _ = read_frames(path, num_frames, sample=sample, size=size, seed=seed)
     return _square(frames, size)
 
 
@@ -113,15 +126,21 @@ class _DecodeAll(Dataset):
     """Item ``i``: ``(i, frames or None, failure reason or "")``; a bad clip never raises, so
     one pass over the data finds every bad file."""
 
-    def __init__(self, paths: Sequence[Path], frames: int, size: int) -> None:
+    def __init__(
+        self, paths: Sequence[Path], frames: int, size: int, timeout=None, max_pixels=None
+    ) -> None:
         self.paths, self.frames, self.size = list(paths), frames, size
+        self.timeout, self.max_pixels = timeout, max_pixels
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> tuple[int, np.ndarray | None, str]:
         try:
-            clip = decode_clip(self.paths[i], self.frames, "uniform", self.size).numpy()
+            clip = decode_clip(
+                self.paths[i], self.frames, "uniform", self.size,
+                timeout=self.timeout, max_pixels=self.max_pixels,
+            ).numpy()  # fmt: skip
         except Exception as exc:  # any decoder failure marks the file bad
             return i, None, _failure(self.paths[i], exc)
         if clip.shape != (self.frames, self.size, self.size, 3):
@@ -129,9 +148,11 @@ class _DecodeAll(Dataset):
         return i, clip, ""
 
 
-def _cache_key(paths: Sequence[Path], frames: int, size: int) -> str:
+def _cache_key(paths: Sequence[Path], frames: int, size: int, max_pixels: int | None) -> str:
     h = hashlib.blake2b(digest_size=8)
     h.update(f"v1:{frames}:{size}".encode())
+    if max_pixels:  # a resolution limit changes which clips are bad (keys without one stay)
+        h.update(f":max_pixels={max_pixels}".encode())
     for p in paths:
         st = p.stat() if p.exists() else None
         h.update(f"{p}:{st.st_size if st else -1}:{st.st_mtime_ns if st else -1}".encode())
@@ -144,6 +165,8 @@ def build_frame_cache(
     frames: int,
     size: int,
     num_workers: int = 0,
+    timeout: float | None = None,
+    max_pixels: int | None = None,
 ) -> Path:
     """Decode every clip once into ``cache_dir/frames-<key>.npy``: uint8
     (N, frames, S, S, 3), one row per distinct path in sorted order (so every annotation file
@@ -156,19 +179,22 @@ def build_frame_cache(
     A clip that cannot be decoded does not stop the build: its row stays black and its path and
     reason go to ``frames-<key>.bad.json`` (read with :func:`cache_failures`), written before
     the ``.npy`` is renamed into place. What to do with bad clips is the caller's policy.
+    ``timeout`` / ``max_pixels`` (see :func:`decode_clip`) make a clip that decodes too slowly
+    or has huge frames a bad clip instead of stalling the build (a timed-out clip stays bad in
+    this cache: delete the ``frames-<key>.*`` files to try it again).
 
     Returns:
         The cache file (existing or new).
     """
     paths = sorted(set(paths))
     cache_dir.mkdir(parents=True, exist_ok=True)
-    out = cache_dir / f"frames-{_cache_key(paths, frames, size)}.npy"
+    out = cache_dir / f"frames-{_cache_key(paths, frames, size, max_pixels)}.npy"
     if out.is_file():
         return out
     tmp = cache_dir / f".{out.name}.{os.getpid()}.tmp"
     array = np.lib.format.open_memmap(tmp, "w+", np.uint8, (len(paths), frames, size, size, 3))
     loader = DataLoader(
-        _DecodeAll(paths, frames, size),
+        _DecodeAll(paths, frames, size, timeout, max_pixels),
         batch_size=None,
         num_workers=num_workers,
         multiprocessing_context="fork" if num_workers and os.name == "posix" else None,
@@ -231,8 +257,11 @@ class ClipFrames:
         size: int,
         cache_file: Path | None = None,
         cache_paths: Sequence[Path] | None = None,
+        timeout: float | None = None,
+        max_pixels: int | None = None,
     ) -> None:
         self.paths = list(paths)
+        self.timeout, self.max_pixels = timeout, max_pixels  # on-demand decoding limits
         self.num_frames, self.size = num_frames, size
         self.cache_file = cache_file
         built = self.paths if cache_paths is None else list(cache_paths)
@@ -247,7 +276,10 @@ class ClipFrames:
         """uint8 (T, S, S, 3) frames of clip ``i`` sampled with ``sample`` (``rand`` uses
         ``seed``)."""
         if self.cache_file is None:
-            return decode_clip(self.paths[i], self.num_frames, sample, self.size, seed)
+            return decode_clip(
+                self.paths[i], self.num_frames, sample, self.size, seed,
+                self.timeout, self.max_pixels,
+            )  # fmt: skip
         if self._array is None:
             self._array = np.load(self.cache_file, mmap_mode="r")
         stored = self._array.shape[1]
@@ -539,10 +571,16 @@ class VideoTextDataModule(L.LightningDataModule):
         cache = None
         if d.cache:
             cache_dir = Path(d.cache_dir) if d.cache_dir else Path(d.root) / ".leanvl_cache"
-            cache = build_frame_cache(paths, cache_dir, d.cache_frames, d.image_size, d.num_workers)
+            cache = build_frame_cache(
+                paths, cache_dir, d.cache_frames, d.image_size, d.num_workers,
+                timeout=d.decode_timeout, max_pixels=d.max_video_pixels,
+            )  # fmt: skip
             bad = cache_failures(cache)
-        elif d.on_error == "skip":
-            report = scan_videos(paths, workers=d.num_workers)  # as `leanvl data scan`
+        elif d.on_error == "skip":  # as `leanvl data scan`, with the recipe's limits
+            report = scan_videos(
+                paths, workers=d.num_workers, timeout=d.decode_timeout or 86400.0,
+                max_pixels=d.max_video_pixels,
+            )  # fmt: skip
             bad = {b.path: b.reason for b in report.bad}
         else:  # raise, decoding on demand: missing files now, the others when read
             bad = {str(p): "missing file" for p in paths if not p.is_file()}
@@ -551,7 +589,10 @@ class VideoTextDataModule(L.LightningDataModule):
 
         def make_clips(kept_videos: list[str]) -> ClipFrames:
             chosen = [path_of[v] for v in kept_videos]
-            return ClipFrames(chosen, d.num_frames, d.image_size, cache, cache_paths=paths)
+            return ClipFrames(
+                chosen, d.num_frames, d.image_size, cache, cache_paths=paths,
+                timeout=d.decode_timeout, max_pixels=d.max_video_pixels,
+            )  # fmt: skip
 
         return kept, make_clips
 
