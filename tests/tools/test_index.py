@@ -104,6 +104,12 @@ def test_index_values_resume_changes_and_failures(synth_small, untrained_model, 
     assert reason and "broken.mp4" not in reason  # the reason itself, path stored separately
     with VideoIndex.open(out) as idx:
         failed = idx.rows("failed")
+        ok = idx.rows("ok")
+        # the per-search lookup: only the asked ids, only "ok" rows, unknown / -1 ids ignored
+        some = [ok[2]["id"], ok[0]["id"], failed[0]["id"], -1, 10**6]
+        assert idx.rows_by_id(some) == {r["id"]: r for r in (ok[0], ok[2])}
+        assert sorted(idx.rows_by_id(some, status=None)) == sorted(some[:3])
+        assert idx.rows_by_id([]) == {}
     assert [(r["path"], r["error"]) for r in failed] == [(str(bad.resolve()), reason)]
     report = build_index(tmp_path / "videos", out, untrained_model, workers=0)
     assert (report.previously_failed, report.failed, report.vectors) == (1, [], 8)

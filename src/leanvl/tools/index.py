@@ -330,13 +330,29 @@ class VideoIndex:
         return gen
 
     # ---------------------------------------------------------------------------- rows
+    _COLUMNS = "id, path, size, mtime_ns, status, error, duration, num_frames, fps, model_id"
+
     def rows(self, status: str | None = None) -> list[dict[str, Any]]:
         """Every row (embedding left out) as dicts, optionally only one ``status``."""
-        cols = "id, path, size, mtime_ns, status, error, duration, num_frames, fps, model_id"
-        sql = f"SELECT {cols} FROM videos" + (" WHERE status = ?" if status else "")
+        sql = f"SELECT {self._COLUMNS} FROM videos" + (" WHERE status = ?" if status else "")
         cur = self.conn.execute(sql + " ORDER BY id", (status,) if status else ())
         names = [d[0] for d in cur.description]
         return [dict(zip(names, r, strict=True)) for r in cur]
+
+    def rows_by_id(self, ids: Sequence[int], status: str | None = "ok") -> dict[int, dict]:
+        """The rows of ``ids`` (embedding left out) by id, optionally only one ``status``: a
+        primary-key lookup, so a search reads its ``k`` hits, not the whole table."""
+        wanted = sorted({int(i) for i in ids if int(i) >= 0})
+        if not wanted:
+            return {}
+        marks = ", ".join("?" * len(wanted))
+        sql = f"SELECT {self._COLUMNS} FROM videos WHERE id IN ({marks})"
+        args: list[Any] = list(wanted)
+        if status:
+            sql, args = sql + " AND status = ?", [*args, status]
+        cur = self.conn.execute(sql, args)
+        names = [d[0] for d in cur.description]
+        return {r[0]: dict(zip(names, r, strict=True)) for r in cur}
 
     def embeddings(self) -> tuple[np.ndarray, np.ndarray]:
         """(ids int64 (N,), float32 (N, D)) of the ``ok`` rows."""
@@ -613,7 +629,7 @@ def search(
             )
         text = adapter.encode_texts([query]).numpy()
         scores, ids = idx.query(text, k)
-        rows = {r["id"]: r for r in idx.rows("ok")}
+        rows = idx.rows_by_id(ids[0].tolist())
         hits = [
             SearchHit(
                 rank=i + 1,
