@@ -33,8 +33,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import sqlite3
-import statistics
 import tempfile
 import time
 from contextlib import contextmanager
@@ -307,7 +305,6 @@ def main() -> None:
           + ", ".join(f"N={n:,} D={d}: {s:.1f} s" for (n, d), s in fills.items()))  # fmt: skip
     if tmp is not None:
         tmp.cleanup()
-    _ = statistics, sqlite3
 
 
 if __name__ == "__main__":

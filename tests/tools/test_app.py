@@ -122,11 +122,11 @@ def test_browser_search_ask_and_refusals(synth_small, tmp_path):
             page.wait_for_selector("#results img", timeout=60_000)
             assert page.locator("#results img").count() == 8
             assert "1. test_" in page.locator("#results").inner_text()
-            page.wait_for_selector("#player video", timeout=30_000)  # the top hit's player
+            page.wait_for_selector("#player video", timeout=90_000)  # the top hit's player
 
             page.get_by_role("tab", name="Ask").click()
             page.locator("#upload input[type=file]").set_input_files(str(clip))
-            page.wait_for_selector("#upload >> text=test_00001.mp4", timeout=30_000)
+            page.wait_for_selector("#upload >> text=test_00001.mp4", timeout=90_000)
             page.locator("#question textarea").fill("what color is the diamond?")
             page.locator("#ask-btn").click()
             page.wait_for_selector(f"#answer strong:text-is('{expected}')", timeout=60_000)
@@ -139,7 +139,7 @@ def test_browser_search_ask_and_refusals(synth_small, tmp_path):
                 page.reload()
                 page.get_by_role("tab", name="Ask").click()
                 page.locator("#upload input[type=file]").set_input_files(str(path))
-                page.wait_for_selector(f"text={message}", timeout=30_000)
+                page.wait_for_selector(f"text={message}", timeout=90_000)
             browser.close()
         assert any(demo.leanvl_tmp.rglob("test_00001.mp4"))  # uploads land in our temp folder
     finally:
