@@ -82,8 +82,11 @@ def test_sigkill_at_a_random_step_then_resume_auto_matches_uninterrupted(
     _, stderr = proc.communicate(timeout=60)
     what = f"kill after step{after * EVERY}.ckpt + {delay:.2f} s"
     assert proc.returncode == -signal.SIGKILL, f"{what}: exit {proc.returncode} {stderr[-2000:]}"
-    killed_at = _step_of(run / "checkpoints" / "last.ckpt")
-    assert EVERY <= killed_at < STEPS, what
+    last = run / "checkpoints" / "last.ckpt"
+    # killed between the first step<N>.ckpt and the first last.ckpt: nothing to resume from,
+    # the rerun starts over (and must still end equal to the reference)
+    killed_at = _step_of(last) if last.exists() else 0
+    assert 0 <= killed_at < STEPS, what
     with capsys.disabled():  # printed in the test output: where the kill landed
         print(f"\n{what}: last.ckpt at step {killed_at} of {STEPS}")
 
