@@ -51,37 +51,20 @@ def stream_generate(
         input_ids: ``(1, N)`` prompt ids with the frame placeholders.
         frames: ``(1, T, 4, S, S)`` preprocessed frames.
     """
-    from leanvl.models.videopanda import _next_token
-
     if input_ids.shape[0] != 1:
         raise ValueError(f"stream_generate takes one prompt, got a batch of {input_ids.shape[0]}")
     llm = model.language_model
     eos = llm.config.eos_token_id if eos_token_id is None else eos_token_id
-    frame_tokens, _ = model.encode_videos(frames)
-    spliced = model.splice(input_ids, frame_tokens, None, padding_side="left")
-    mask = spliced.attention_mask.long()
-    positions = spliced.position_ids[:, -1:]
-    out = llm(
-        inputs_embeds=spliced.inputs_embeds,
-        attention_mask=mask,
-        position_ids=spliced.position_ids,
-        use_cache=True,
-    )
-    for step in range(max_new_tokens):
-        logits = out.logits[:, -1].float()
-        token = _next_token(logits, do_sample, temperature, top_p, generator)
-        yield int(token[0])
-        if int(token[0]) == eos or step == max_new_tokens - 1:
-            return
-        mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-        positions = positions + 1
-        out = llm(
-            inputs_embeds=llm.get_input_embeddings()(token[:, None]),
-            attention_mask=mask,
-            position_ids=positions,
-            past_key_values=out.past_key_values,
-            use_cache=True,
-        )
+    steps = model.decode_steps(input_ids, frames, None, do_sample, temperature, top_p, generator)
+    token, _ = next(steps)
+    try:
+        for step in range(max_new_tokens):
+            yield int(token[0])
+            if int(token[0]) == eos or step == max_new_tokens - 1:
+                return
+            token, _ = steps.send(token)
+    finally:
+        steps.close()
 
 
 class VideoPandaAnswerer:

@@ -465,6 +465,49 @@ class VideoPanda(nn.Module):
         return VideoPandaOutput(logits, loss, spliced)
 
     @torch.no_grad()
+    def decode_steps(
+        self,
+        input_ids: torch.Tensor,
+        frames: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        do_sample: bool = False,
+        temperature: float = 1.0,
+        top_p: float = 1.0,
+        generator: torch.Generator | None = None,
+    ):
+        """The cached decoding loop shared by :meth:`generate` and streaming: one multimodal
+        prefill, then one cached step per token.
+
+        A generator: each ``next()`` yields ``(token (B,), logits (B, V) float)`` of the next
+        position; ``send(token)`` feeds the token actually kept (e.g. padded for finished rows)
+        and yields the following one. The caller decides when to stop (``close()``).
+        """
+        llm = self.language_model
+        frame_tokens, _ = self.encode_videos(frames)
+        spliced = self.splice(input_ids, frame_tokens, attention_mask, padding_side="left")
+        mask = spliced.attention_mask.long()
+        positions = spliced.position_ids[:, -1:]
+        out = llm(
+            inputs_embeds=spliced.inputs_embeds,
+            attention_mask=mask,
+            position_ids=spliced.position_ids,
+            use_cache=True,
+        )
+        while True:
+            logits = out.logits[:, -1].float()
+            token = _next_token(logits, do_sample, temperature, top_p, generator)
+            kept = yield token, logits
+            token = token if kept is None else kept
+            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
+            positions = positions + 1
+            out = llm(
+                inputs_embeds=llm.get_input_embeddings()(token[:, None]),
+                attention_mask=mask,
+                position_ids=positions,
+                past_key_values=out.past_key_values,
+                use_cache=True,
+            )
+
     def generate(
         self,
         input_ids: torch.Tensor,
@@ -497,36 +540,21 @@ class VideoPanda(nn.Module):
         stop = torch.tensor(
             eos if isinstance(eos, list | tuple) else [eos], device=input_ids.device
         )
-        frame_tokens, _ = self.encode_videos(frames)
-        spliced = self.splice(input_ids, frame_tokens, attention_mask, padding_side="left")
-        mask = spliced.attention_mask.long()
-        positions = spliced.position_ids[:, -1:]
-        out = llm(
-            inputs_embeds=spliced.inputs_embeds,
-            attention_mask=mask,
-            position_ids=spliced.position_ids,
-            use_cache=True,
-        )
-        finished = torch.zeros(len(mask), dtype=torch.bool, device=mask.device)
+        finished = torch.zeros(len(input_ids), dtype=torch.bool, device=input_ids.device)
         sequences, scores = [], []
+        steps = self.decode_steps(
+            input_ids, frames, attention_mask, do_sample, temperature, top_p, generator
+        )
+        token, logits = next(steps)
         for step in range(max_new_tokens):
-            logits = out.logits[:, -1].float()
             scores.append(logits)
-            token = _next_token(logits, do_sample, temperature, top_p, generator)
             token = token.masked_fill(finished, pad)
             sequences.append(token)
             finished |= torch.isin(token, stop)
             if bool(finished.all()) or step == max_new_tokens - 1:
                 break
-            mask = torch.cat([mask, torch.ones_like(mask[:, :1])], dim=1)
-            positions = positions + 1
-            out = llm(
-                inputs_embeds=llm.get_input_embeddings()(token[:, None]),
-                attention_mask=mask,
-                position_ids=positions,
-                past_key_values=out.past_key_values,
-                use_cache=True,
-            )
+            token, logits = steps.send(token)
+        steps.close()
         return VideoPandaGeneration(torch.stack(sequences, 1), torch.stack(scores, 1))
 
 
