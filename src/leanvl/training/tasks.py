@@ -66,6 +66,19 @@ def _pad_to(x: torch.Tensor, length: int) -> torch.Tensor:
     return F.pad(x, (0, length - x.shape[-1]))
 
 
+def retrieval_report(sim: torch.Tensor, info: Any, rerank_k: int, rerank) -> dict[str, Any]:
+    """Retrieval metrics of a (texts, videos) similarity matrix, with the counts, and, when
+    ``rerank_k > 0``, the same metrics after ``rerank(k)`` (the re-scored matrix) under
+    ``itm_rerank`` (with its ``k``). Shared by the All-in-one and SViTT retrieval tasks."""
+    out: dict[str, Any] = retrieval_metrics(sim, info.text_to_video)
+    out["n_videos"], out["n_texts"] = info.num_videos, info.num_texts
+    k = min(rerank_k, sim.shape[1])
+    if k > 0:
+        out["itm_rerank"] = retrieval_metrics(rerank(k), info.text_to_video)
+        out["itm_rerank"]["k"] = k
+    return out
+
+
 class Task:
     """Base class: a task computes training losses and evaluation rows for a model.
 
@@ -179,15 +192,8 @@ class ContrastiveMatchingTask(Task):
     def metrics(self, model, rows, info):
         videos, texts = rows
         sim = texts["emb"].float() @ videos["emb"].float().t()
-        out: dict[str, Any] = retrieval_metrics(sim, info.text_to_video)
-        out["n_videos"], out["n_texts"] = info.num_videos, info.num_texts
-        k = min(self.cfg_rerank, sim.shape[1])
-        if k > 0:
-            out["itm_rerank"] = retrieval_metrics(
-                self._rerank(model, sim, videos, texts, k), info.text_to_video
-            )
-            out["itm_rerank"]["k"] = k
-        return out
+        rerank = lambda k: self._rerank(model, sim, videos, texts, k)  # noqa: E731
+        return retrieval_report(sim, info, self.cfg_rerank, rerank)
 
     @torch.no_grad()
     def _rerank(self, model, sim, videos, texts, k: int, batch: int = 64) -> torch.Tensor:

@@ -56,7 +56,7 @@ from leanvl.data.samplers import SceneGroupedBatchSampler, egoclip_segment_ids
 from leanvl.evaluation.egomcq import egomcq_scores
 from leanvl.layers.rel_pos_3d import resample_temporal_table
 from leanvl.losses import ego_nce, tag_multi_hot
-from leanvl.metrics import egomcq_accuracy, retrieval_metrics
+from leanvl.metrics import egomcq_accuracy
 from leanvl.models.svitt import itc_loss, mlm_mask
 from leanvl.registry import create_model
 from leanvl.text.tokenizer import pre_text
@@ -69,7 +69,7 @@ from leanvl.training.data import (
     VideoTextDataModule,
     sample_seed,
 )
-from leanvl.training.tasks import Task, shuffle_frames
+from leanvl.training.tasks import Task, retrieval_report, shuffle_frames
 from leanvl.video.decode import read_frames
 from leanvl.video.sampling import sample_frame_indices
 
@@ -687,15 +687,8 @@ class SViTTTask(Task):
             return out
         videos, texts = rows
         sim = texts["emb"].float() @ videos["emb"].float().t()
-        out = retrieval_metrics(sim, info.text_to_video)
-        out["n_videos"], out["n_texts"] = info.num_videos, info.num_texts
-        k = min(self.cfg_rerank, sim.shape[1])
-        if k > 0:
-            out["itm_rerank"] = retrieval_metrics(
-                self._rerank(model, sim, videos, texts, k), info.text_to_video
-            )
-            out["itm_rerank"]["k"] = k
-        return out
+        rerank = lambda k: self._rerank(model, sim, videos, texts, k)  # noqa: E731
+        return retrieval_report(sim, info, self.cfg_rerank, rerank)
 
     @torch.no_grad()
     def _rerank(self, model, sim, videos, texts, k: int, batch: int = 32) -> torch.Tensor:
