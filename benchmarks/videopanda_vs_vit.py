@@ -8,10 +8,10 @@ Yi et al., "Video-Panda: Parameter-efficient Alignment for Encoder-free Video-La
 Usage::
 
     OMP_WAIT_POLICY=PASSIVE python benchmarks/videopanda_vs_vit.py [--runs 3] [--vit-runs 2]
-        [--threads 2] [--json out.json]
+        [--threads 2] [--device cpu|cuda] [--dtype float32|bfloat16] [--json out.json]
 
-What is measured, for one video of 8 square frames (random pixels, random weights, fp32,
-``torch.inference_mode``):
+What is measured, for one video of 8 square frames (random pixels, random weights,
+``--dtype`` (fp32 by default) on ``--device`` (CPU by default), ``torch.inference_mode``):
 
 * **Video-Panda**: ``videopanda_7b``'s STAB + ``mlp2x_gelu`` projector (45,066,578 parameters)
   on the anypixel input ``(1, 8, 4, 448, 448)``; visual tokens per video = sum of
@@ -79,8 +79,10 @@ def _params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
 
 
-def measure(runs: int, vit_runs: int) -> dict:
-    """Tokens, parameters, FLOPs and CPU latency of both vision parts."""
+def measure(
+    runs: int, vit_runs: int, device: str = "cpu", dtype: torch.dtype = torch.float32
+) -> dict:
+    """Tokens, parameters, FLOPs and latency of both vision parts on ``device``."""
     torch.manual_seed(0)
     panda = _VideoPandaVision(create_model("videopanda_7b")).eval()
     frames = torch.randn(1, 8, 4, 448, 448)
@@ -99,6 +101,8 @@ def measure(runs: int, vit_runs: int) -> dict:
     )
     vit = _ViTVision(vit_model, 4096).eval()
     vit_frames = torch.nn.functional.interpolate(frames[0, :, :3], size=224, mode="bilinear")
+    panda, vit = panda.to(device, dtype), vit.to(device, dtype)
+    frames, vit_frames = frames.to(device, dtype), vit_frames.to(device, dtype)
     results = {}
     for name, model, x, n in (
         ("videopanda_stab_projector", panda, frames, runs),
@@ -106,7 +110,7 @@ def measure(runs: int, vit_runs: int) -> dict:
     ):
         with torch.inference_mode():
             flops, out = count_flops(lambda m=model, x=x: m(x), model)
-            timing = time_callable(lambda m=model, x=x: m(x), runs=n, warmup=1)
+            timing = time_callable(lambda m=model, x=x: m(x), device, runs=n, warmup=1)
         results[name] = {
             "params": _params(model),
             "visual_tokens": int(out.shape[0]),
@@ -131,12 +135,16 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed Video-Panda forwards")
     parser.add_argument("--vit-runs", type=int, default=2, help="timed ViT-L/14 forwards")
     parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = default)")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     parser.add_argument("--json", help="write the results here")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
-    results = measure(args.runs, args.vit_runs)
+    results = measure(args.runs, args.vit_runs, args.device, getattr(torch, args.dtype))
     results["environment"] = {
+        "device": torch.cuda.get_device_name(0) if args.device == "cuda" else "cpu",
+        "dtype": args.dtype,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
         "cpu": platform.processor() or platform.machine(),

@@ -43,6 +43,9 @@ VARIANTS: dict[str, dict[str, dict[str, Any]]] = {
         "dense": {"sparse_random": None, "token_keep_rate": 1.0},
         "edge": {"token_keep_rate": 1.0},
         "node": {"sparse_random": None},
+        # the default model (edge + node sparsity) on FlexAttention instead of block gathers:
+        # compiled on GPU; CPU runs the eager reference and has no backward
+        "flex": {"attention_backend": "flex"},
     },
     "videopanda": {"default": {}},
 }

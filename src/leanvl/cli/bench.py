@@ -79,7 +79,7 @@ def bench_model(
     compare: str = typer.Option(
         None,
         "--compare",
-        help="Extra variants, e.g. dense (SViTT: dense, edge, node; All-in-one: no_roll).",
+        help="Extra variants, e.g. dense (SViTT: dense, edge, node, flex; All-in-one: no_roll).",
     ),
     runs: int = typer.Option(3, "--runs", help="Timed calls per point (median, p90)."),
     warmup: int = typer.Option(1, "--warmup", help="Untimed calls (the first is FLOP-counted)."),
