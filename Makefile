@@ -16,7 +16,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml Makefile
 	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --disable-pip-version-check $(TORCH)
-	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,app]"
+	$(PY) -m pip install -q --disable-pip-version-check -e ".[dev,app,lora]"
 	$(PY) -m pip install -q --disable-pip-version-check --no-deps $(TEST_ASSETS)
 	@touch $(STAMP)
 

@@ -41,7 +41,7 @@ def test_stage_comes_from_model_overrides(vp_synth, tmp_path):
         recipe_of(
             load_train_config(recipe, overrides=["model.overrides.videopanda.distil_weight=1"])
         )
-    with pytest.raises(ConfigError, match="lora_rank=8: LoRA is not supported"):
+    with pytest.raises(ConfigError, match="lora_rank=8: LoRA is for the instruct stage"):
         recipe_of(load_train_config(recipe, overrides=["model.overrides.videopanda.lora_rank=8"]))
     assert VideoPandaRecipe().distill_weight == 1.0  # the official weight
 

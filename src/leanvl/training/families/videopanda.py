@@ -9,7 +9,9 @@ stage       data                                        trained
 ==========  ==========================================  ===============================
 align       video-caption conversations                 STAB + projector (+ distill head)
 caption     video-caption conversations (pretraining)   everything
-instruct    instruction / QA conversations              everything
+instruct    instruction / QA conversations              everything (or, with
+                                                        ``lora_rank > 0``, STAB + projector
+                                                        + LoRA adapters on the LLM)
 ==========  ==========================================  ===============================
 
 All stages optimise next-token cross-entropy on the answer tokens only (the official
@@ -30,6 +32,11 @@ synthetic benchmark's QA JSON, or retrieval JSON (captions asked with
 decoder and frame cache (``data.image_size`` square frames) and go through Video-Panda's
 "anypixel" preprocessing (:func:`leanvl.video.transforms.videopanda_anypixel`); with the cache
 the frames are centre-cropped squares (the letterbox path is exact with ``data.cache=false``).
+
+LoRA (``lora_rank > 0``, instruct stage, peft as the optional extra ``leanvl[lora]``): the
+LLM's weights stay frozen and adapters on the Linears of its decoder layers train
+(:func:`apply_lora`); the exported folder holds the merged weights under the plain model's
+keys, the Lightning checkpoint the unmerged adapters (exact resume).
 
 Text: an LLM with an inline architecture (``videopanda_tiny``) gets a word-level tokenizer built
 from ``vocab_from`` files; the tokenizer JSON is stored in the model config's ``extra``
@@ -85,18 +92,24 @@ __all__ = [
     "VideoPandaDataModule",
     "VideoPandaRecipe",
     "VideoPandaTask",
+    "apply_lora",
     "build_datamodule",
     "build_model",
     "build_task",
     "exact_match_metrics",
     "handles",
     "load_tokenizer_of",
+    "lora_target_names",
     "recipe_of",
 ]
 
 log = logging.getLogger("leanvl.training")
 STAGES = ("align", "caption", "instruct")
 _SECTION = "videopanda"
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+"""Default ``lora_target_modules``: every Linear of a Llama decoder layer."""
+_LORA_ADAPTER = "default"
+_LORA_INSTALL = "pip install 'leanvl[lora]'"
 
 
 @dataclass
@@ -120,7 +133,16 @@ class VideoPandaRecipe:
         template: training conversation template (official ``vicuna_v1``).
         eval_template: generation template (official ``videopanda_v1``).
         max_new_tokens: generation length at evaluation.
-        lora_rank: LoRA on the LLM (not supported in this version: must stay 0).
+        lora_rank: LoRA rank on the LLM (instruct stage only): 0 = the LLM trains fully (the
+            released model); > 0 = the LLM's weights stay frozen and rank-``lora_rank``
+            adapters (peft) on ``lora_target_modules`` train instead (see :func:`apply_lora`).
+        lora_alpha: LoRA scale numerator (scale = alpha / rank); None = ``2 * lora_rank``, the
+            ratio of LLaVA-1.5's ``finetune_lora.sh`` (r 128, alpha 256).
+        lora_dropout: dropout on the adapters' input (LLaVA's 0.05).
+        lora_target_modules: names of the ``nn.Linear`` modules of the LLM's decoder layers that
+            get adapters (default: every one of a Llama layer, as LLaVA's
+            ``find_all_linear_names``); the LM head, the embeddings, the STAB and the projector
+            are never adapted.
     """
 
     stage: str = "instruct"
@@ -135,6 +157,9 @@ class VideoPandaRecipe:
     eval_template: str = "videopanda_v1"
     max_new_tokens: int = 8
     lora_rank: int = 0
+    lora_alpha: float | None = None
+    lora_dropout: float = 0.05
+    lora_target_modules: list[str] = field(default_factory=lambda: list(LORA_TARGETS))
 
 
 def handles(model_name: str) -> bool:
@@ -167,15 +192,45 @@ def recipe_of(cfg: TrainConfig) -> VideoPandaRecipe:
         raise bad("distill_weight", "must be >= 0")
     if recipe.max_new_tokens < 1:
         raise bad("max_new_tokens", "must be >= 1")
-    if recipe.lora_rank:
-        raise bad(
-            "lora_rank",
-            "LoRA is not supported by this version (peft is not a dependency); "
-            "train the LLM fully (lora_rank: 0)",
-        )
+    _check_lora(recipe, bad)
     if recipe.stage == "align" and recipe.train_llm:
         raise bad("train_llm", "the align stage keeps the LLM frozen")
     return recipe
+
+
+def _check_lora(recipe: VideoPandaRecipe, bad) -> None:
+    if recipe.lora_rank < 0:
+        raise bad("lora_rank", "must be >= 0 (0 = the LLM trains fully, > 0 = LoRA rank)")
+    if recipe.lora_alpha is not None and not recipe.lora_alpha > 0:
+        raise bad("lora_alpha", "must be > 0 (or null for 2 * lora_rank)")
+    if not 0.0 <= recipe.lora_dropout < 1.0:
+        raise bad("lora_dropout", "must be in [0, 1)")
+    names = recipe.lora_target_modules
+    if not names:
+        raise bad("lora_target_modules", "must name at least one Linear of the decoder layers")
+    odd = [n for n in names if not n or "." in n or n != n.strip()]
+    if odd:
+        raise bad(
+            "lora_target_modules",
+            f"{odd} are not module names (plain names such as 'q_proj', no paths)",
+        )
+    if len(set(names)) != len(names):
+        raise bad("lora_target_modules", "lists a module twice")
+    if not recipe.lora_rank:
+        return
+    if recipe.stage != "instruct":
+        raise bad(
+            "lora_rank",
+            f"LoRA is for the instruct stage; the {recipe.stage} stage "
+            + ("keeps the LLM frozen" if recipe.stage == "align" else "trains the LLM fully")
+            + " (lora_rank: 0)",
+        )
+    if recipe.train_llm is not None:
+        raise bad(
+            "train_llm",
+            f"leave it unset with lora_rank={recipe.lora_rank} (the LLM's weights stay frozen "
+            "and its LoRA adapters train)",
+        )
 
 
 def _preset_overrides(cfg: TrainConfig) -> dict[str, Any]:
@@ -477,7 +532,8 @@ def create_model_config(cfg: TrainConfig, init: dict[str, Any] | None, tokenizer
 # ------------------------------------------------------------------------------- model
 def build_model(cfg: TrainConfig, datamodule: VideoPandaDataModule) -> nn.Module:
     """The model of a stage: built from the data module's config, loaded from ``model.init``
-    (every tensor must match), frozen per stage, with the distillation head attached.
+    (every tensor must match), frozen per stage, with LoRA adapters on the LLM when
+    ``lora_rank > 0`` (:func:`apply_lora`) and the distillation head attached.
 
     Raises:
         ValueError: ``model.init`` does not fit (missing / unexpected / mis-shaped tensors).
@@ -499,6 +555,8 @@ def build_model(cfg: TrainConfig, datamodule: VideoPandaDataModule) -> nn.Module
         model.load_state_dict(state)
     train_llm = recipe.stage != "align" if recipe.train_llm is None else recipe.train_llm
     model.language_model.requires_grad_(train_llm)
+    if recipe.lora_rank:
+        apply_lora(model, recipe)
     if recipe.distill_weight > 0 and datamodule.teacher is not None:
         llm_cfg = model.language_model.config
         layers = recipe.distill_layers or default_layers(llm_cfg.num_hidden_layers)
@@ -510,6 +568,134 @@ def build_model(cfg: TrainConfig, datamodule: VideoPandaDataModule) -> nn.Module
     trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
     log.info("videopanda stage %s: %d trainable parameters", recipe.stage, trainable)
     return model
+
+
+# -------------------------------------------------------------------------------- LoRA
+def _import_peft(recipe: VideoPandaRecipe):
+    try:
+        import peft
+    except ImportError as exc:
+        raise ModuleNotFoundError(
+            f"model.overrides.{_SECTION}.lora_rank={recipe.lora_rank} needs peft, an optional "
+            f"dependency: {_LORA_INSTALL} (or lora_rank: 0 to train the LLM fully)"
+        ) from exc
+    return peft
+
+
+def lora_target_names(llm: nn.Module, names: list[str]) -> list[str]:
+    """Full names (in ``llm``) of the ``nn.Linear`` modules of its decoder layers whose own
+    name is in ``names``.
+
+    Raises:
+        ConfigError: a name matches no Linear of the decoder layers (named
+            ``model.overrides.videopanda.lora_target_modules``, with the names there are).
+    """
+    key = f"model.overrides.{_SECTION}.lora_target_modules"
+    get_decoder = getattr(llm, "get_decoder", None)
+    layers = getattr(get_decoder() if callable(get_decoder) else None, "layers", None)
+    if not isinstance(layers, nn.ModuleList) or not len(layers):
+        raise ConfigError(f"{key}: the LLM ({type(llm).__name__}) has no decoder layers to adapt")
+    layer_ids = {id(m) for m in layers}
+    wanted, available, targets = set(names), set(), []
+    for prefix, layer in llm.named_modules():
+        if id(layer) not in layer_ids:
+            continue
+        for sub, mod in layer.named_modules():
+            if isinstance(mod, nn.Linear):
+                leaf = sub.rsplit(".", 1)[-1]
+                available.add(leaf)
+                if leaf in wanted:
+                    targets.append(f"{prefix}.{sub}")
+    unknown = [n for n in names if n not in available]
+    if unknown:
+        raise ConfigError(
+            f"{key}={list(names)!r}: {unknown} are not Linear modules of the LLM's decoder "
+            f"layers (those are {sorted(available)}; the LM head, embeddings, STAB and "
+            "projector are never adapted)"
+        )
+    return targets
+
+
+def _is_lora_param(name: str) -> bool:
+    return ".lora_A." in name or ".lora_B." in name
+
+
+def apply_lora(model: nn.Module, recipe: VideoPandaRecipe) -> list[str]:
+    """Inject LoRA adapters (peft) into the LLM of ``model`` in place and freeze its weights.
+
+    The adapters (``lora_A`` / ``lora_B`` beside each target's ``base_layer``) are the LLM's
+    only trainable parameters; the STAB and the projector keep their stage's setting. The
+    model's own ``state_dict()`` (what :func:`leanvl.save_model` writes, so the exported
+    folder) is the plain Video-Panda state with the adapters merged into the base weights
+    (``W + scale * B @ A``, peft's ``get_delta_weight``), so ``leanvl.load`` / ``leanvl ask``
+    open it without peft. A parent module's ``state_dict()`` (the LightningModule's, i.e. the
+    ``.ckpt`` that ``resume`` reads) keeps the live, unmerged parameters, so a resumed run
+    continues exactly.
+
+    Returns:
+        the full names of the adapted Linear modules (in the LLM).
+
+    Raises:
+        ModuleNotFoundError: peft is not installed (``pip install 'leanvl[lora]'``).
+        ConfigError: a target module is not a Linear of the decoder layers.
+    """
+    peft = _import_peft(recipe)
+    llm = model.language_model
+    targets = lora_target_names(llm, recipe.lora_target_modules)
+    alpha = recipe.lora_alpha if recipe.lora_alpha is not None else 2 * recipe.lora_rank
+    config = peft.LoraConfig(
+        r=recipe.lora_rank,
+        lora_alpha=alpha,
+        lora_dropout=recipe.lora_dropout,
+        target_modules=targets,
+        bias="none",
+    )
+    llm.requires_grad_(False)
+    peft.inject_adapter_in_model(config, llm, adapter_name=_LORA_ADAPTER)
+    for name, p in llm.named_parameters():
+        p.requires_grad_(_is_lora_param(name))
+    model.register_state_dict_post_hook(_merged_lora_state)
+    adapters = sum(p.numel() for n, p in llm.named_parameters() if _is_lora_param(n))
+    log.info(
+        "videopanda LoRA: rank %d, alpha %g, dropout %g on %d modules (%d adapter parameters)",
+        recipe.lora_rank,
+        alpha,
+        recipe.lora_dropout,
+        len(targets),
+        adapters,
+    )
+    return targets
+
+
+@torch.no_grad()
+def _merged_lora_state(module: nn.Module, state_dict, prefix: str, local_metadata) -> None:
+    """State-dict hook of a LoRA model: at the root (``prefix == ""``), replace every adapted
+    Linear's ``base_layer.*`` / ``lora_*`` entries by its merged ``weight`` (and ``bias``), in
+    place and in order; nested in a parent (the Lightning checkpoint) leave them as they are."""
+    if prefix:
+        return
+    from peft.tuners.lora import LoraLayer
+
+    layers = {n: m for n, m in module.named_modules() if isinstance(m, LoraLayer)}
+    if not layers:
+        return
+    items = list(state_dict.items())
+    state_dict.clear()
+    for key, value in items:
+        owner, _, rest = key.rpartition(".base_layer.")
+        if owner in layers:
+            if rest == "weight":
+                delta = layers[owner].get_delta_weight(_LORA_ADAPTER)
+                value = value.detach() + delta.to(device=value.device, dtype=value.dtype)
+            state_dict[f"{owner}.{rest}"] = value
+        elif not _in_adapted(key, layers):  # lora_A / lora_B / ... entries are dropped
+            state_dict[key] = value
+
+
+def _in_adapted(key: str, layers: dict[str, nn.Module]) -> bool:
+    """Whether ``key`` is an entry of one of the adapted modules ``layers``."""
+    parts = key.split(".")
+    return any(".".join(parts[:i]) in layers for i in range(1, len(parts)))
 
 
 # -------------------------------------------------------------------------------- task
