@@ -168,6 +168,31 @@ def test_ivf_above_threshold_finds_itself():
     assert (found[:, 0] == ids[:50]).mean() >= 0.98
 
 
+def test_batched_query_keeps_each_rows_hits():
+    # IVF with one probed list: a query near the small cluster finds only its 2 vectors (the
+    # other slots are -1), while a query near the large one fills all 4 slots; the short row
+    # must not cut the other's hits (each row is judged on its own ids).
+    faiss = pytest.importorskip("faiss")
+    small = np.array([[1, 0, 0], [0.99, 0.14, 0]], np.float32)
+    large = np.array([[0, 1, 0], [0, 0.99, 0.14], [0.14, 0.99, 0], [0, 0.98, 0.2]], np.float32)
+    vecs = np.concatenate([small, large])
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    quantizer = faiss.IndexFlatIP(3)
+    ivf = faiss.IndexIVFFlat(quantizer, 3, 2, faiss.METRIC_INNER_PRODUCT)
+    ivf.train(np.array([[1, 0, 0], [0, 1, 0]], np.float32))
+    ivf.nprobe = 1
+    index = faiss.IndexIDMap2(ivf)
+    index.add_with_ids(vecs, np.arange(10, 16, dtype=np.int64))
+    idx = VideoIndex.__new__(VideoIndex)  # only the vector part of the index is used
+    idx._faiss, idx._faiss_loaded = index, True
+    scores, ids = idx.query(np.array([[1, 0, 0], [0, 1, 0]], np.float32), 4)
+    assert ids.shape == (2, 4)
+    assert sorted(ids[0][ids[0] >= 0].tolist()) == [10, 11] and (ids[0][2:] == -1).all()
+    assert np.isneginf(scores[0][2:]).all()
+    assert sorted(ids[1].tolist()) == [12, 13, 14, 15]
+    assert np.isfinite(scores[1]).all()
+
+
 def test_cli_index_and_search_json(synth_small, untrained_model, tmp_path):
     out = tmp_path / "index"
     result = runner.invoke(

@@ -443,12 +443,17 @@ class VideoIndex:
         )
 
     def query(self, vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Top-``k`` (scores (Q, k'), row ids (Q, k')) of L2-normalised query vectors."""
+        """Top-``k`` (scores (Q, k'), row ids (Q, k')) of L2-normalised query vectors.
+
+        An approximate (IVF) index can find fewer than ``k`` vectors for a query: those slots
+        have id -1 (score -inf); columns that are empty for every query are dropped.
+        """
         vectors = np.ascontiguousarray(vectors, dtype=np.float32)
         index = self._load_faiss()
         if index is not None:
             scores, ids = index.search(vectors, min(k, index.ntotal))
-            keep = ids[0] >= 0
+            scores = np.where(ids >= 0, scores, -np.inf).astype(np.float32)
+            keep = (ids >= 0).any(axis=0)
             return scores[:, keep], ids[:, keep]
         ids, matrix = self.embeddings()
         if not len(ids):
