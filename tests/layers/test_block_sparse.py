@@ -7,7 +7,12 @@ import math
 import pytest
 import torch
 
-from leanvl.layers.block_sparse import BlockSparse, block_sparse_attention, dense_attention
+from leanvl.layers.block_sparse import (
+    BlockSparse,
+    _GatheredAttention,
+    block_sparse_attention,
+    dense_attention,
+)
 from leanvl.layers.rel_pos_3d import (
     RelativePositionBias3D,
     num_relative_positions,
@@ -85,18 +90,50 @@ def test_random_blocks_follow_the_official_rule() -> None:
     assert layout.draw_random_blocks(2).tolist() == [[0, 1], [0, 1]]
 
 
-def test_gather_equals_dense_when_every_block_is_attended() -> None:
+def _grads(fn, q, k, v, bias, seed: int = 9) -> list[torch.Tensor]:
+    """Gradients of q, k, v and the bias table for a fixed random cotangent of (out, cls)."""
+    for t in (q, k, v, bias.table):
+        t.grad = None
+    out, cls = fn()
+    g = torch.Generator().manual_seed(seed)
+    cotangents = [torch.randn(out.shape, generator=g), torch.randn(cls.shape, generator=g)]
+    torch.autograd.backward([out, cls], cotangents)
+    return [t.grad.clone() for t in (q, k, v, bias.table)]
+
+
+@pytest.mark.parametrize("pruned", [False, True])
+def test_gather_equals_dense_when_every_block_is_attended(pruned: bool) -> None:
     # 3 frames of 2x2 patches = 12 tokens in 4 blocks of 3; own block + 3 random = all blocks.
+    # ``pruned``: per-sample positions, as after token dropping (the bias is then per sample).
     bias = _bias(3, 2, heads=2)
-    q, k, v = _qkv(2, 2, 13, 8)
+    q, k, v = (t.requires_grad_() for t in _qkv(2, 2, 13, 8))
     pos = torch.arange(13)[None]
+    if pruned:
+        kept = torch.tensor([1, 2, 4, 5, 6, 8, 9, 10, 12, 13, 14, 15])
+        pos = torch.stack([pos[0], torch.cat([torch.zeros(1, dtype=torch.long), kept])])
+        bias = _bias(4, 2, heads=2)
     layout = BlockSparse(block_size=3, local=1, random=3)
     table = layout.draw_random_blocks(4)
-    ref, ref_cls = dense_attention(q, k, v, pos, bias)
-    out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+
+    def dense():
+        return dense_attention(q, k, v, pos, bias)
+
+    def gather():
+        return block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+
+    (ref, ref_cls), (out, cls) = dense(), gather()
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cls, ref_cls)
     assert torch.allclose(cls.sum(-1), torch.ones(2, 2))
+    for name, got, want in zip(
+        ["q", "k", "v", "table"],
+        _grads(gather, q, k, v, bias),
+        _grads(dense, q, k, v, bias),
+        strict=True,
+    ):
+        torch.testing.assert_close(
+            got, want, atol=1e-5, rtol=1e-5, msg=lambda m, n=name: f"{n}: {m}"
+        )
 
 
 def _reference(q, k, v, pos, bias, layout, key_blocks, value_blocks):
@@ -137,13 +174,65 @@ def test_gather_matches_a_loop_reference(local: int, mask_padding: bool, mirrore
     pos = torch.arange(19)[None]
     layout = BlockSparse(4, local, random=2, mask_padding=mask_padding, mirrored_local=mirrored)
     table = layout.draw_random_blocks(5, generator=torch.Generator().manual_seed(0))
-    out, _ = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+    q, k, v = (t.requires_grad_() for t in (q, k, v))
+
+    def gather():
+        return block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+
+    out, _ = gather()
     keys, values = layout.key_blocks(table), layout.key_blocks(table, values=True)
     assert torch.equal(keys, values) == (local == 1 or not mirrored)
     ref = _reference(q, k, v, pos, bias, layout, keys, values)
     torch.testing.assert_close(out[:, :, 1:], ref[:, :, 1:], atol=1e-5, rtol=1e-5)
     dense_cls = dense_attention(q, k, v, pos, bias)[0][:, :, 0]
     torch.testing.assert_close(out[:, :, 0], dense_cls, atol=1e-5, rtol=1e-5)
+
+    # Backward (the hand-written one) against autograd through the loop reference.
+    def reference():
+        full = _reference(q, k, v, pos, bias, layout, keys, values)
+        dense_out, cls = dense_attention(q, k, v, pos, bias)
+        return torch.cat([dense_out[:, :, :1], full[:, :, 1:]], dim=2), cls
+
+    for got, want in zip(
+        _grads(gather, q, k, v, bias), _grads(reference, q, k, v, bias), strict=True
+    ):
+        torch.testing.assert_close(got, want, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("masked", [False, True])
+def test_gathered_attention_backward_passes_gradcheck(masked: bool) -> None:
+    # float64, a bias broadcast over the batch (as before pruning) and optionally masked keys.
+    g = torch.Generator().manual_seed(0)
+    q = torch.randn(2, 2, 3, 4, 5, dtype=torch.float64, generator=g)
+    k, v = (torch.randn(2, 2, 3, 6, 5, dtype=torch.float64, generator=g) for _ in range(2))
+    bias = torch.randn(1, 2, 3, 4, 6, dtype=torch.float64, generator=g)
+    mask = torch.zeros(3, 1, 6, dtype=torch.bool)
+    mask[2, :, 4:] = masked
+    inputs = tuple(t.requires_grad_() for t in (q, k, v, bias))
+    assert torch.autograd.gradcheck(lambda *x: _GatheredAttention.apply(*x, mask), inputs)
+
+
+def test_gather_trains_under_autocast() -> None:
+    # float32 inputs, bfloat16 autocast for the forward only (the backward runs outside it, as
+    # in mixed-precision training): float32 gradients close to the float32 ones.
+    bias = _bias(2, 3, heads=2)
+    q, k, v = (t.requires_grad_() for t in _qkv(2, 2, 19, 8, seed=3))
+    pos = torch.arange(19)[None]
+    layout = BlockSparse(4, 1, random=2)
+    table = layout.draw_random_blocks(5, generator=torch.Generator().manual_seed(0))
+
+    def gather():
+        return block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+
+    def autocast_gather():
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            return gather()
+
+    for got, want in zip(
+        _grads(autocast_gather, q, k, v, bias), _grads(gather, q, k, v, bias), strict=True
+    ):
+        assert got.dtype == torch.float32
+        torch.testing.assert_close(got, want, atol=0.05, rtol=0.02)
 
 
 def test_unmasked_padding_changes_the_last_block_only() -> None:

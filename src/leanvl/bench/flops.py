@@ -9,10 +9,11 @@ instead (a ``TorchFunctionMode``):
 
 * ``linear`` -- every ``F.linear``: ``2 * tokens * in * out``;
 * ``conv`` -- every ``conv1d/2d/3d``: ``2 * output elements * in/groups * kernel volume``;
-* ``attention`` -- every ``scaled_dot_product_attention`` call: ``2*Lq*Lk*d`` (QKᵀ) +
-  ``2*Lq*Lk*dv`` (AV) per batch element and head, with the shapes of that call. A block-sparse
-  backend that gathers key blocks calls SDPA on ``(.., blocks, block_size, keys_per_block)``, so
-  only the blocks it computes are counted; pruned tokens shrink ``Lq`` and ``Lk``. A
+* ``attention`` -- every ``scaled_dot_product_attention`` (or SViTT's
+  :func:`~leanvl.layers.block_sparse.gathered_attention`) call: ``2*Lq*Lk*d`` (QKᵀ) +
+  ``2*Lq*Lk*dv`` (AV) per batch element and head, with the shapes of that call. The block-sparse
+  ``gather`` backend attends on ``(.., blocks, block_size, keys_per_block)``, so only the
+  blocks it computes are counted; pruned tokens shrink ``Lq`` and ``Lk``. A
   FlexAttention call counts the tiles its block mask lets the kernel compute
   (``kv_num_blocks + full_kv_num_blocks`` tiles of ``Q_BLOCK x KV_BLOCK``), which is what the
   compiled GPU kernel does; FlexAttention's eager CPU fallback materialises all scores anyway;
@@ -40,6 +41,8 @@ import torch.nn.functional as F
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
+from leanvl.layers.block_sparse import gathered_attention
+
 __all__ = [
     "AttentionCall",
     "FlopCount",
@@ -56,6 +59,8 @@ __all__ = [
 CATEGORIES = ("linear", "conv", "attention", "matmul")
 # ATen ops whose FlopCounterMode counts correspond to our linear + conv + matmul categories.
 _TORCH_MATMUL_OPS = ("mm", "addmm", "bmm", "baddbmm", "convolution", "_convolution")
+# Attention functions taking (query, key, value, ...) first.
+_ATTENTION_FUNCTIONS = (F.scaled_dot_product_attention, gathered_attention)
 
 
 def linear_flops(input_shape: torch.Size | tuple[int, ...], out_features: int) -> int:
@@ -285,10 +290,8 @@ class FlopCounter(TorchFunctionMode):
 
     def __torch_function__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
-        attention = func is F.scaled_dot_product_attention or (
-            self._flex is not None and func is self._flex
-        )
-        if func is not F.scaled_dot_product_attention and attention:
+        attention = func in _ATTENTION_FUNCTIONS or (self._flex is not None and func is self._flex)
+        if func not in _ATTENTION_FUNCTIONS and attention:
             self.saw_flex = True
         if attention and self.torch_counter is not None:
             before = self.torch_counter.get_total_flops()
@@ -311,7 +314,7 @@ class FlopCounter(TorchFunctionMode):
             weight = args[1] if len(args) > 1 else kwargs["weight"]
             flops = conv_flops(tuple(out.shape), tuple(weight.shape))
             self.result.add("conv", flops, self._weighted(weight))
-        elif func is F.scaled_dot_product_attention:
+        elif func in _ATTENTION_FUNCTIONS:
             self._attention(args, kwargs)
         elif func in _MATMULS:
             other = args[1] if len(args) > 1 else kwargs.get("other", kwargs.get("mat2"))

@@ -9,8 +9,8 @@ to everything (its attention row also scores tokens for node sparsity).
 interchangeable backend:
 
 * ``"dense"`` -- full attention over all tokens (the exact baseline SViTT compares against);
-* ``"gather"`` -- pure PyTorch: key/value blocks are gathered per query block and attended with
-  ``scaled_dot_product_attention`` (CPU and GPU, trains);
+* ``"gather"`` -- pure PyTorch: key/value blocks are gathered per query block and attended by
+  :func:`gathered_attention`, with a backward written for CPU training (CPU and GPU, trains);
 * ``"flex"`` -- FlexAttention with a block mask built from the same block table.
 
 Faithfulness: like the official code, the token sequence is zero-padded to a whole number of
@@ -30,10 +30,18 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import FunctionCtx, once_differentiable
+from torch.overrides import handle_torch_function, has_torch_function
 
 from leanvl.layers.token_keep import cls_attention_probs
 
-__all__ = ["BACKENDS", "BlockSparse", "block_sparse_attention", "dense_attention"]
+__all__ = [
+    "BACKENDS",
+    "BlockSparse",
+    "block_sparse_attention",
+    "dense_attention",
+    "gathered_attention",
+]
 
 BACKENDS = ("dense", "gather", "flex")
 BiasFn = Callable[[Tensor, Tensor], Tensor]
@@ -131,6 +139,95 @@ def dense_attention(
     return out, cls_attention_probs(q[:, :, :1], k, cls_bias)
 
 
+def _slot_index(blocks: Tensor, block_size: int) -> Tensor:
+    """``(nb, 1 + len * block_size)`` slots of ``[CLS, blocks...]`` in the padded sequence.
+
+    Slot 0 is the CLS token, slot ``1 + j`` the ``j``-th (possibly padded) non-CLS token, so
+    one ``index_select`` gathers the CLS key and every listed block at once.
+    """
+    slots = 1 + blocks[..., None] * block_size + torch.arange(block_size, device=blocks.device)
+    return torch.cat([slots.new_zeros(blocks.shape[0], 1), slots.flatten(1)], dim=1)
+
+
+class _GatheredAttention(torch.autograd.Function):
+    """``softmax(q @ kᵀ + bias) @ v`` per query block over its gathered keys (the ``gather`` core).
+
+    Shapes: ``q (B, H, nb, bs, d)`` (already scaled), ``k, v (B, H, nb, L, d)``, ``bias``
+    broadcastable to ``(B, H, nb, bs, L)`` (requires grad: the relative position table),
+    ``mask`` a boolean of masked keys (no gradient). The backward is written out because
+    autograd's ``matmul`` backward returns the key gradient as a transposed view, which the
+    ``index_select`` backward then copies (a strided copy of the layer's largest tensor); here
+    it is ``d_logitsᵀ @ q``, already in the gathered layout, and the bias is added in place.
+    The arithmetic is the autograd one (same products, the fused softmax backward).
+    Not twice differentiable.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: FunctionCtx, q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None, mask: Tensor | None
+    ) -> Tensor:
+        logits = q @ k.transpose(-1, -2)
+        if bias is not None:
+            logits += bias
+        if mask is not None:
+            logits.masked_fill_(mask, float("-inf"))
+        probs = logits.softmax(dim=-1)
+        ctx.save_for_backward(q, k, v, probs)
+        ctx.bias_shape = None if bias is None else bias.shape
+        return probs @ v
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: FunctionCtx, grad: Tensor) -> tuple[Tensor | None, ...]:
+        q, k, v, probs = ctx.saved_tensors
+        need_q, need_k, need_v, need_bias, _ = ctx.needs_input_grad
+        grad_v = probs.transpose(-1, -2) @ grad if need_v else None
+        grad_probs = grad @ v.transpose(-1, -2)
+        # The softmax backward autograd itself uses (fused: one pass, one new tensor).
+        grad_logits = torch._softmax_backward_data(grad_probs, probs, -1, probs.dtype)
+        del grad_probs
+        grad_q = grad_logits @ k if need_q else None
+        grad_k = grad_logits.transpose(-1, -2) @ q if need_k else None
+        grad_bias = grad_logits.sum_to_size(ctx.bias_shape) if need_bias else None
+        return grad_q, grad_k, grad_v, grad_bias, None
+
+
+def gathered_attention(
+    q: Tensor, k: Tensor, v: Tensor, bias: Tensor | None = None, mask: Tensor | None = None
+) -> Tensor:
+    """``softmax(q @ kᵀ + bias) @ v`` of every query block over its gathered keys.
+
+    The attention core of the ``gather`` backend (:class:`_GatheredAttention`).
+
+    * It runs in float32 at least, outside autocast, and returns q's dtype. Half and bfloat16
+      operands are upcast, as the math path of ``scaled_dot_product_attention`` does: accurate
+      logits, and CPUs without bfloat16 matrix units multiply bfloat16 several times slower.
+      Autocast would reach only the forward's products, leaving saved tensors and gradients in
+      different dtypes.
+    * Like ``scaled_dot_product_attention`` it dispatches ``__torch_function__``, so a
+      ``TorchFunctionMode`` (the FLOP counter of :mod:`leanvl.bench.flops`) sees one attention
+      call with these shapes rather than its inner products.
+
+    Args:
+        q: ``(B, H, nb, bs, d)`` query blocks, already scaled by ``1/sqrt(d)``.
+        k, v: ``(B, H, nb, L, d)`` the keys and values gathered for each query block.
+        bias: additive logits bias broadcastable to ``(B, H, nb, bs, L)``, or None.
+        mask: boolean, broadcastable to the same shape, True where a key is masked; or None.
+
+    Returns:
+        ``(B, H, nb, bs, d)``.
+    """
+    if has_torch_function((q, k, v)):
+        return handle_torch_function(gathered_attention, (q, k, v), q, k, v, bias, mask)
+    dtype = torch.promote_types(q.dtype, torch.float32)
+    args = (q.to(dtype), k.to(dtype), v.to(dtype), None if bias is None else bias.to(dtype), mask)
+    device = q.device.type
+    if torch.amp.is_autocast_available(device):
+        with torch.autocast(device, enabled=False):
+            return _GatheredAttention.apply(*args).to(q.dtype)
+    return _GatheredAttention.apply(*args).to(q.dtype)
+
+
 def _gather_attention(
     q: Tensor,
     k: Tensor,
@@ -139,8 +236,20 @@ def _gather_attention(
     rel_bias: BiasFn | None,
     layout: BlockSparse,
     key_blocks: Tensor,
-    value_blocks: Tensor,
+    value_blocks: Tensor | None,
 ) -> tuple[Tensor, Tensor]:
+    """The ``gather`` backend (``value_blocks=None``: values come from ``key_blocks`` too).
+
+    Cost notes (CPU training): keys, values and bias positions are gathered with one
+    ``index_select`` over CLS-first slots (its backward is an ``index_add_``; advanced indexing
+    plus ``cat`` cost a serial ``index_put_`` and extra copies); the bias keeps the batch
+    dimension of ``positions`` (1 until tokens are pruned) and is broadcast; attention is
+    written out (:func:`gathered_attention`) because ``scaled_dot_product_attention`` with a
+    bias that requires grad falls back to its unfused math path on CPU, which also scales q
+    and k separately, checks the mask for fully masked rows and copies the key gradient.
+    Results equal ``scaled_dot_product_attention`` with the same bias up to float32 rounding
+    (about 1e-6 relative).
+    """
     b, h, s, d = q.shape
     n = s - 1
     nb, bs = layout.num_blocks(n), layout.block_size
@@ -150,29 +259,27 @@ def _gather_attention(
     cls_probs = cls_attention_probs(q[:, :, :1], k, cls_bias)
     cls_out = (cls_probs[:, :, None] @ v).to(q.dtype)
 
-    def blocks(x: Tensor) -> Tensor:
-        return F.pad(x[:, :, 1:], (0, 0, 0, pad)).reshape(b, h, nb, bs, d)
+    def padded(x: Tensor) -> Tensor:  # zero (position 0) slots up to whole blocks
+        return F.pad(x, (0, 0, 0, pad) if x.ndim == 4 else (0, pad)) if pad else x
 
-    qb, kb, vb = blocks(q), blocks(k), blocks(v)
-    n_keys = key_blocks.shape[1] * bs
-    k_sel = kb[:, :, key_blocks].reshape(b, h, nb, n_keys, d)
-    v_sel = vb[:, :, value_blocks].reshape(b, h, nb, n_keys, d)
-    k_sel = torch.cat([k[:, :, None, :1].expand(b, h, nb, 1, d), k_sel], dim=3)
-    v_sel = torch.cat([v[:, :, None, :1].expand(b, h, nb, 1, d), v_sel], dim=3)
-    bias = None
+    key_slots = _slot_index(key_blocks, bs)
+    value_slots = key_slots if value_blocks is None else _slot_index(value_blocks, bs)
+    n_keys = key_slots.shape[1]
+    # The scale 1/sqrt(d) is applied to q (S x d) rather than to the logits (S x n_keys);
+    # contiguous once here rather than in each product that uses it.
+    qb = (padded(q)[:, :, 1:] * d**-0.5).reshape(b, h, nb, bs, d).contiguous()
+    k_sel = padded(k).index_select(2, key_slots.flatten()).view(b, h, nb, n_keys, d)
+    v_sel = padded(v).index_select(2, value_slots.flatten()).view(b, h, nb, n_keys, d)
+    bias = mask = None
     if rel_bias is not None:
         # Padded slots get position 0: their bias is the patch->CLS entry, as officially.
-        pos = F.pad(positions[:, 1:], (0, pad)).reshape(-1, nb, bs)
-        key_pos = pos[:, value_blocks].reshape(-1, nb, n_keys)
-        key_pos = torch.cat([torch.zeros_like(key_pos[..., :1]), key_pos], dim=-1)
-        bias = rel_bias(pos, key_pos).transpose(1, 2)  # (B|1, H, nb, bs, 1 + n_keys)
+        pos = padded(positions)
+        query_pos = pos[:, 1:].reshape(-1, nb, bs)
+        key_pos = pos.index_select(1, value_slots.flatten()).view(-1, nb, n_keys)
+        bias = rel_bias(query_pos, key_pos).transpose(1, 2)  # (B|1, H, nb, bs, 1 + n_keys)
     if layout.mask_padding and pad:
-        valid = (torch.arange(nb * bs, device=q.device) < n).reshape(nb, bs)[key_blocks]
-        valid = torch.cat([valid.new_ones(nb, 1), valid.reshape(nb, n_keys)], dim=1)
-        keep = torch.zeros(valid.shape, dtype=q.dtype, device=q.device)
-        keep = keep.masked_fill(~valid, float("-inf"))[:, None, :]
-        bias = keep if bias is None else bias + keep
-    out = F.scaled_dot_product_attention(qb, k_sel, v_sel, attn_mask=bias)
+        mask = key_slots[:, None, :] > n
+    out = gathered_attention(qb, k_sel, v_sel, bias, mask)
     out = out.reshape(b, h, nb * bs, d)[:, :, :n]
     return torch.cat([cls_out, out], dim=2), cls_probs
 
@@ -224,5 +331,7 @@ def block_sparse_attention(
                 f"local={layout.local}); use the gather backend or mirrored_local=False"
             )
         return flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks)
-    value_blocks = layout.key_blocks(random_blocks, values=True)
+    value_blocks = None
+    if layout.local > 1 and layout.mirrored_local:
+        value_blocks = layout.key_blocks(random_blocks, values=True)
     return _gather_attention(q, k, v, positions, rel_bias, layout, key_blocks, value_blocks)

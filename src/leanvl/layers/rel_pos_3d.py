@@ -44,6 +44,12 @@ class RelativePositionBias3D(nn.Module):
     def index(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
         """Table rows for every (query, key) pair; positions broadcast like ``q[..., :, None]``.
 
+        The row of a patch pair is ``(dt + T-1) * span + (dy + h-1) * (2w-1) + (dx + w-1)``,
+        which separates into ``code(query) - code(key) + offset`` with
+        ``code = t * span + y * (2w-1) + x``: the per-position codes are computed once
+        (``O(Nq + Nk)``) and the pair grid is a single broadcast subtraction, instead of
+        decomposing every pair into (dt, dy, dx) (the block-gathered key grids are large).
+
         Args:
             query_pos: ``(..., Nq)`` int64 positions (0 = CLS).
             key_pos: ``(..., Nk)`` int64 positions (0 = CLS).
@@ -54,22 +60,38 @@ class RelativePositionBias3D(nn.Module):
         h, w = self.height, self.width
         span = (2 * h - 1) * (2 * w - 1)
         p = (2 * self.frames - 1) * span
-        q = (query_pos - 1).clamp(min=0)[..., :, None]
-        k = (key_pos - 1).clamp(min=0)[..., None, :]
-        dt = q // (h * w) - k // (h * w) + self.frames - 1
-        dy = (q % (h * w)) // w - (k % (h * w)) // w + h - 1
-        dx = q % w - k % w + w - 1
-        idx = dt * span + dy * (2 * w - 1) + dx
+        offset = (self.frames - 1) * span + (h - 1) * (2 * w - 1) + w - 1
+        idx = (self._code(query_pos) + offset)[..., :, None] - self._code(key_pos)[..., None, :]
         q_cls = (query_pos == 0)[..., :, None]
         k_cls = (key_pos == 0)[..., None, :]
         idx = torch.where(k_cls, p + 1, idx)  # patch -> CLS
         idx = torch.where(q_cls, p, idx)  # CLS -> patch
         return torch.where(q_cls & k_cls, p + 2, idx)  # CLS -> CLS
 
+    def _code(self, pos: Tensor) -> Tensor:
+        """``t * span + y * (2w-1) + x`` of patch positions (CLS is treated as patch 0)."""
+        h, w = self.height, self.width
+        patch = (pos - 1).clamp(min=0)
+        t, rest = patch // (h * w), patch % (h * w)
+        return (t * (2 * h - 1) + rest // w) * (2 * w - 1) + rest % w
+
+    def lookup(self, index: Tensor) -> Tensor:
+        """Bias ``(heads, *index.shape)`` of table rows ``index`` (heads first).
+
+        Gathers from the transposed ``(heads, rows)`` table: the result comes out heads-first
+        (no transposed copy of the large bias) and the backward is a ``scatter_add_`` into that
+        small table, whereas the backward of ``table[index]`` (advanced indexing) is a serial
+        ``index_put_(accumulate=True)`` over every (query, key, head) entry, which dominated
+        the CPU training profile of SViTT. ``gather`` rather than ``index_select``: on CPU it
+        is parallel over heads and entries.
+        """
+        table = self.table.t().contiguous()
+        flat = index.flatten()
+        return table.gather(1, flat.expand(table.shape[0], -1)).view(table.shape[0], *index.shape)
+
     def forward(self, query_pos: Tensor, key_pos: Tensor) -> Tensor:
         """Bias ``(..., heads, Nq, Nk)`` for query ``(..., Nq)`` and key ``(..., Nk)`` positions."""
-        bias = self.table[self.index(query_pos, key_pos)]  # (..., Nq, Nk, H)
-        return bias.movedim(-1, -3)
+        return self.lookup(self.index(query_pos, key_pos)).movedim(0, -3)
 
 
 def resample_temporal_table(
