@@ -280,3 +280,20 @@ def test_flex_backend_equals_gather_with_pruned_positions() -> None:
     out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="flex")
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cls, ref_cls)
+
+
+def test_flex_is_eager_under_a_torch_function_mode(monkeypatch) -> None:
+    # The FLOP counter is a TorchFunctionMode: dynamo cannot trace its hooks, so on an
+    # accelerator the compiled kernel must not be used while one is active (seen on an H200).
+    from torch.nn.attention.flex_attention import flex_attention
+    from torch.overrides import TorchFunctionMode
+
+    import leanvl.layers.block_sparse_flex as flex_mod
+
+    monkeypatch.setattr(flex_mod, "_COMPILED", None)
+    cuda = torch.device("cuda")  # only the device type is read; nothing runs there
+    with TorchFunctionMode():
+        assert flex_mod._flex(cuda) is flex_attention
+    compiled = flex_mod._flex(cuda)
+    assert compiled is not flex_attention and flex_mod._flex(cuda) is compiled
+    assert flex_mod._flex(torch.device("cpu")) is flex_attention

@@ -36,11 +36,15 @@ _COMPILED = None
 
 
 def _flex(device: torch.device):
-    """``flex_attention``: eager on CPU, compiled once (lazily) for accelerators."""
+    """``flex_attention``: eager on CPU, compiled once (lazily) for accelerators.
+
+    Under an active ``TorchFunctionMode`` (e.g. leanvl's FLOP counter) the eager function is
+    used too: dynamo would have to trace the mode's Python hooks and fails on them.
+    """
     global _COMPILED
     from torch.nn.attention.flex_attention import flex_attention
 
-    if device.type == "cpu":
+    if device.type == "cpu" or torch._C._is_torch_function_mode_enabled():
         return flex_attention
     if _COMPILED is None:
         _COMPILED = torch.compile(flex_attention, dynamic=False)
