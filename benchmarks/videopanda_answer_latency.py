@@ -4,7 +4,7 @@ Yi et al., "Video-Panda: Parameter-efficient Alignment for Encoder-free Video-La
 (CVPR 2025, arXiv 2412.18609). What ``leanvl ask`` does after decoding the video, timed part by
 part on one prompt (batch 1):
 
-* **preprocess**: the "anypixel" preprocessing (``leanvl.video.transforms.videopanda_anypixel``)
+* **preprocess**: the "anypixel" preprocessing (``anypixel_clip``, what ``leanvl ask`` calls)
   of ``--frames`` decoded RGB frames of ``--height`` x ``--width`` pixels, on the CPU as in
   ``leanvl ask``, then the copy to the device;
 * **encode**: STAB + projector (``VideoPanda.encode_videos``);
@@ -39,13 +39,13 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from leanvl.evaluation.videopanda_answer import anypixel_clip  # noqa: E402
 from leanvl.models.videopanda import (  # noqa: E402
     LlamaArchitecture,
     build_prompt,
     videopanda_7b,
     videopanda_tiny,
 )
-from leanvl.video.transforms import videopanda_anypixel  # noqa: E402
 
 PROMPT = "What is happening in this video? Describe the order of events."
 
@@ -102,14 +102,7 @@ def measure(args: argparse.Namespace) -> dict:
     raw = torch.randint(0, 256, (args.frames, 3, args.height, args.width), dtype=torch.uint8)
 
     def preprocess() -> torch.Tensor:
-        x = videopanda_anypixel(
-            raw,
-            image_size=cfg.image_size,
-            teacher_size=cfg.image_size // 2,
-            patch=cfg.patch_size,
-            num_frames=cfg.num_frames,
-        )
-        return x.unsqueeze(0).to(device=device, dtype=dtype)
+        return anypixel_clip(raw, cfg).to(device=device, dtype=dtype)
 
     samples: dict[str, list[float]] = {k: [] for k in ("preprocess", "encode", "ttft", "answer")}
     steps_s: list[float] = []

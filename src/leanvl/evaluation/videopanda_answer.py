@@ -25,7 +25,21 @@ from leanvl.checkpoint import load, read_config
 from leanvl.video import read_frames
 from leanvl.video.transforms import videopanda_anypixel
 
-__all__ = ["VideoPandaAnswerer", "stream_generate"]
+__all__ = ["VideoPandaAnswerer", "anypixel_clip", "stream_generate"]
+
+
+def anypixel_clip(clip: torch.Tensor, config: Any) -> torch.Tensor:
+    """A model's input ``(1, T, 4, S, S)`` float32 from uint8 frames ``(T, 3, H, W)``: the
+    "anypixel" preprocessing at the sizes of a ``VideoPandaConfig`` (canvas ``image_size``,
+    geometry at half of it with ``patch_size``, padded to ``num_frames``)."""
+    x = videopanda_anypixel(
+        clip,
+        image_size=config.image_size,
+        teacher_size=config.image_size // 2,
+        patch=config.patch_size,
+        num_frames=config.num_frames,
+    )
+    return x.unsqueeze(0)
 
 
 @torch.no_grad()
@@ -135,15 +149,7 @@ class VideoPandaAnswerer:
         else:  # official sampler (1 fps, at most num_frames), native resolution
             frames, _ = read_frames(video, cfg.num_frames, sample="videopanda")
         clip = frames.permute(0, 3, 1, 2).contiguous()
-        x = videopanda_anypixel(
-            clip,
-            image_size=cfg.image_size,
-            teacher_size=cfg.image_size // 2,
-            patch=cfg.patch_size,
-            num_frames=cfg.num_frames,
-        )
-        dtype = self.model.projector[0].weight.dtype
-        return x.unsqueeze(0).to(dtype)
+        return anypixel_clip(clip, cfg).to(self.model.projector[0].weight.dtype)
 
     def prompt_ids(self, question: str) -> torch.Tensor:
         """``(1, N)`` ids of the evaluation prompt (``videopanda_v1``) for ``question``."""
