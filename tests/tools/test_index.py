@@ -10,6 +10,7 @@ import sqlite3
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -168,6 +169,28 @@ def test_ivf_above_threshold_finds_itself():
     assert (found[:, 0] == ids[:50]).mean() >= 0.98
 
 
+def test_open_index_sees_a_rebuild(synth_small, untrained_model, tmp_path):
+    # leanvl serve keeps one index open (from a worker thread) across queries: the vectors are
+    # loaded once, and again only when `leanvl index` has rebuilt them (a new generation).
+    _copy_videos(synth_small, tmp_path / "videos", 4)
+    out = tmp_path / "index"
+    build_index(tmp_path / "videos", out, untrained_model, workers=0)
+    adapter = load_adapter(untrained_model)
+    idx = VideoIndex.open(out, shared=True)
+    try:
+        first = search(idx, "a red circle", k=10, model=adapter)
+        assert len(first) == 4
+        loaded = idx._faiss
+        assert search(idx, "a blue star", k=10, model=adapter) and idx._faiss is loaded
+        _copy_videos(synth_small, tmp_path / "videos", 6)
+        build_index(tmp_path / "videos", out, untrained_model, workers=0)
+        with ThreadPoolExecutor(1) as pool:  # another thread, as Gradio's workers
+            again = pool.submit(search, idx, "a red circle", 10, model=adapter).result()
+        assert len(again) == 6 and idx._faiss is not loaded
+    finally:
+        idx.close()
+
+
 def test_batched_query_keeps_each_rows_hits():
     # IVF with one probed list: a query near the small cluster finds only its 2 vectors (the
     # other slots are -1), while a query near the large one fills all 4 slots; the short row
@@ -184,7 +207,7 @@ def test_batched_query_keeps_each_rows_hits():
     index = faiss.IndexIDMap2(ivf)
     index.add_with_ids(vecs, np.arange(10, 16, dtype=np.int64))
     idx = VideoIndex.__new__(VideoIndex)  # only the vector part of the index is used
-    idx._faiss, idx._faiss_loaded = index, True
+    idx._load_faiss = lambda: index
     scores, ids = idx.query(np.array([[1, 0, 0], [0, 1, 0]], np.float32), 4)
     assert ids.shape == (2, 4)
     assert sorted(ids[0][ids[0] >= 0].tolist()) == [10, 11] and (ids[0][2:] == -1).all()

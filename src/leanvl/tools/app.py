@@ -24,6 +24,7 @@ import math
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -147,18 +148,24 @@ def build_app(
     if index is not None and not adapter.searchable:
         raise ValueError(f"'{adapter.folder}': a {adapter.family} model cannot search an index")
     max_bytes = int(max_upload_mb * 1e6)
+    opened: VideoIndex | None = None
     if index is not None:
-        with VideoIndex.open(index) as idx:
-            built_with = idx.meta.get("model_id")
+        # Opened once (the vectors are read again only when `leanvl index` rebuilds them);
+        # Gradio runs handlers on worker threads, so the calls are serialised by a lock.
+        opened = VideoIndex.open(index, shared=True)
+        built_with = opened.meta.get("model_id")
         if built_with != adapter.model_id:
+            opened.close()
             raise ValueError(
                 f"'{index}': built with model {built_with}, but the app runs {adapter.model_id}"
             )
+    index_lock = threading.Lock()
 
     def run_search(query: str, k: float, rerank: bool):
         if not query or not query.strip():
             raise gr.Error("Type a sentence to search for.")
-        hits = search(index, query.strip(), int(k), rerank=rerank, model=adapter)
+        with index_lock:
+            hits = search(opened, query.strip(), int(k), rerank=rerank, model=adapter)
         gallery = []
         for h in hits:
             score = f"{h.score:.3f}" + (f" | ITM {h.match_score:.2f}" if rerank else "")
@@ -229,6 +236,7 @@ def build_app(
             if adapter.family in ("svitt", "svitt_ego"):
                 upload.upload(prune_only, [upload], [sparsity])
     demo.max_upload_bytes = max_bytes
+    demo.leanvl_index = opened  # closed by serve() with the app
     return demo
 
 
@@ -264,6 +272,8 @@ def serve(
 
     def close_and_clean(*args, **kwargs):
         close(*args, **kwargs)
+        if demo.leanvl_index is not None:
+            demo.leanvl_index.close()
         shutil.rmtree(tmp, ignore_errors=True)
 
     demo.close = close_and_clean

@@ -261,11 +261,17 @@ class VideoIndex:
         self.folder, self.conn = folder, conn
         self._faiss = None
         self._faiss_loaded = False
+        self._faiss_generation: str | None = None
 
     # -------------------------------------------------------------------- open / create
     @classmethod
-    def open(cls, folder: str | Path) -> VideoIndex:
+    def open(cls, folder: str | Path, shared: bool = False) -> VideoIndex:
         """Open an existing index folder.
+
+        Args:
+            folder: the index folder.
+            shared: the object will be used from several threads (a server); the caller
+                serialises the calls (SQLite's same-thread check is switched off).
 
         Raises:
             FileNotFoundError: ``folder`` holds no ``index.sqlite``.
@@ -274,7 +280,7 @@ class VideoIndex:
         db = folder / DB_NAME
         if not db.is_file():
             raise FileNotFoundError(f"'{folder}': not a leanvl index (no {DB_NAME})")
-        return cls(folder, sqlite3.connect(db))
+        return cls(folder, sqlite3.connect(db, check_same_thread=not shared))
 
     @classmethod
     def create(cls, folder: str | Path, adapter: ModelAdapter) -> VideoIndex:
@@ -413,10 +419,15 @@ class VideoIndex:
         return kind
 
     def _load_faiss(self):
-        """The FAISS index if it matches the database generation, else None."""
-        if self._faiss_loaded:
+        """The FAISS index if it matches the database generation, else None.
+
+        Loaded once per generation: a long-lived open index (``leanvl serve``) reads the
+        vectors file again only after ``leanvl index`` has rebuilt it (one SQLite read per
+        query to check)."""
+        generation = self.meta.get("generation")
+        if self._faiss_loaded and self._faiss_generation == generation:
             return self._faiss
-        self._faiss_loaded = True
+        self._faiss, self._faiss_loaded, self._faiss_generation = None, True, generation
         manifest_file = self.folder / MANIFEST_NAME
         if faiss is None or not manifest_file.is_file() or not (self.folder / FAISS_NAME).is_file():
             return None
