@@ -249,6 +249,9 @@ def _atomic_write_bytes(path: Path, data: bytes) -> None:
         raise
 
 
+_UNLOADED = object()
+
+
 class VideoIndex:
     """An index folder (see the module docstring). Open with :meth:`open` or :meth:`create`.
 
@@ -260,8 +263,8 @@ class VideoIndex:
     def __init__(self, folder: Path, conn: sqlite3.Connection) -> None:
         self.folder, self.conn = folder, conn
         self._faiss = None
-        self._faiss_loaded = False
-        self._faiss_generation: str | None = None
+        # The database generation the FAISS index was loaded for (_UNLOADED: not yet).
+        self._faiss_generation: object = _UNLOADED
 
     # -------------------------------------------------------------------- open / create
     @classmethod
@@ -415,7 +418,6 @@ class VideoIndex:
         _atomic_write_bytes(
             self.folder / MANIFEST_NAME, (json.dumps(manifest, indent=1) + "\n").encode()
         )
-        self._faiss, self._faiss_loaded = None, False
         return kind
 
     def _load_faiss(self):
@@ -425,9 +427,9 @@ class VideoIndex:
         vectors file again only after ``leanvl index`` has rebuilt it (one SQLite read per
         query to check)."""
         generation = self.meta.get("generation")
-        if self._faiss_loaded and self._faiss_generation == generation:
+        if self._faiss_generation == generation:
             return self._faiss
-        self._faiss, self._faiss_loaded, self._faiss_generation = None, True, generation
+        self._faiss, self._faiss_generation = None, generation
         manifest_file = self.folder / MANIFEST_NAME
         if faiss is None or not manifest_file.is_file() or not (self.folder / FAISS_NAME).is_file():
             return None
