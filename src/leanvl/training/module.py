@@ -20,6 +20,7 @@ rows from all processes and drops the duplicates that the sharded sampler padded
 
 from __future__ import annotations
 
+import itertools
 import math
 from typing import Any
 
@@ -40,13 +41,16 @@ _NO_DECAY = ("bias", "LayerNorm.", "norm.", "norm1.", "norm2.")
 def check_finite(model: nn.Module, what: str) -> None:
     """Raise FloatingPointError naming the tensors of ``model`` that hold NaN / inf.
 
+    Reads the parameters and buffers themselves, not ``state_dict()``: a model may compute its
+    state dict (Video-Panda with LoRA merges its adapters there, a full copy of every adapted
+    weight), and the live tensors are what a non-finite update has touched.
+
     Args:
         model: the model about to be saved.
         what: what was about to happen (for the message), e.g. ``"checkpoint at step 7"``.
     """
-    bad = [
-        n for n, t in model.state_dict().items() if t.is_floating_point() and not t.isfinite().all()
-    ]
+    tensors = itertools.chain(model.named_parameters(), model.named_buffers())
+    bad = [n for n, t in tensors if t.is_floating_point() and not t.isfinite().all()]
     if bad:
         raise FloatingPointError(
             f"refusing to save {what}: non-finite weights in {bad[:8]}"
