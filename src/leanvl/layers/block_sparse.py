@@ -23,6 +23,7 @@ passed instead.
 
 from __future__ import annotations
 
+import contextlib
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -222,10 +223,13 @@ def gathered_attention(
     dtype = torch.promote_types(q.dtype, torch.float32)
     args = (q.to(dtype), k.to(dtype), v.to(dtype), None if bias is None else bias.to(dtype), mask)
     device = q.device.type
-    if torch.amp.is_autocast_available(device):
-        with torch.autocast(device, enabled=False):
-            return _GatheredAttention.apply(*args).to(q.dtype)
-    return _GatheredAttention.apply(*args).to(q.dtype)
+    no_autocast = (
+        torch.autocast(device, enabled=False)
+        if torch.amp.is_autocast_available(device)
+        else contextlib.nullcontext()
+    )
+    with no_autocast:
+        return _GatheredAttention.apply(*args).to(q.dtype)
 
 
 def _gather_attention(
