@@ -39,6 +39,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 import torch  # noqa: E402
 
+from leanvl.bench.timing import synchronize  # noqa: E402
 from leanvl.evaluation.videopanda_answer import anypixel_clip  # noqa: E402
 from leanvl.models.videopanda import (  # noqa: E402
     LlamaArchitecture,
@@ -50,13 +51,8 @@ from leanvl.models.videopanda import (  # noqa: E402
 PROMPT = "What is happening in this video? Describe the order of events."
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def _now(device: torch.device) -> float:
-    _sync(device)
+    synchronize(device)
     return time.perf_counter()
 
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 
 import torch
 
+from leanvl.bench.timing import synchronize
+
 __all__ = ["MatmulPeak", "measure_matmul_peak"]
 
 
@@ -64,18 +66,14 @@ def _measure(dtype: torch.dtype, device: torch.device, size: int, runs: int) -> 
     b = torch.randn(size, size, device=device).to(dtype)
     out = torch.empty(size, size, device=device, dtype=dtype)
 
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-
     for _ in range(2):
         torch.mm(a, b, out=out)
-    sync()
+    synchronize(device)
     times = []
     for _ in range(runs):
         start = time.perf_counter()
         torch.mm(a, b, out=out)
-        sync()
+        synchronize(device)
         times.append(time.perf_counter() - start)
     flops = 2 * size**3
     times.sort()

@@ -31,7 +31,7 @@ from pathlib import Path
 
 import torch
 
-__all__ = ["Timing", "peak_memory", "percentile", "time_callable"]
+__all__ = ["Timing", "peak_memory", "percentile", "synchronize", "time_callable"]
 
 _STATUS = Path("/proc/self/status")
 _CLEAR_REFS = Path("/proc/self/clear_refs")
@@ -67,7 +67,8 @@ def percentile(values: list[float], q: float) -> float:
     return data[low] + (data[high] - data[low]) * (pos - low)
 
 
-def _sync(device: torch.device) -> None:
+def synchronize(device: torch.device) -> None:
+    """Wait for the device's queued work (CUDA); a no-op on the CPU. Call before reading a clock."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -88,12 +89,12 @@ def time_callable(
     device = torch.device(device)
     for _ in range(warmup):
         fn()
-    _sync(device)
+    synchronize(device)
     wall, cpu = [], []
     for _ in range(runs):
         start, start_cpu = time.perf_counter(), time.process_time()
         fn()
-        _sync(device)
+        synchronize(device)
         wall.append(time.perf_counter() - start)
         cpu.append(time.process_time() - start_cpu)
     return Timing(
