@@ -63,6 +63,18 @@ def test_qa_accuracy_counts_oov_as_wrong():
     assert m["accuracy_in_vocab"] == pytest.approx(2 / 3)
     assert m["n_out_of_vocab"] == 1
     assert m["by_type"] == {"static": 1.0, "temporal": 0.0}
+    assert "by_kind" not in m
+
+
+def test_qa_accuracy_by_kind():
+    preds = torch.tensor([1, 2, 3, 0, 4])
+    labels = torch.tensor([1, 0, -100, 0, 4])
+    kinds = ["count", "direction", "direction", None, "count"]
+    m = qa_accuracy(preds, labels, kinds=kinds)
+    assert m["by_kind"] == {"count": 1.0, "direction": 0.0}
+    assert "by_kind" not in qa_accuracy(preds, labels, kinds=[None] * 5)
+    with pytest.raises(ValueError, match="4 types for 5"):
+        qa_accuracy(preds, labels, kinds=kinds[:4])
 
 
 def test_mc_accuracy():

@@ -109,6 +109,7 @@ def qa_accuracy(
     predictions: torch.Tensor,
     labels: torch.Tensor,
     types: Sequence[str | None] | None = None,
+    kinds: Sequence[str | None] | None = None,
 ) -> dict[str, object]:
     """Open-ended QA accuracy over a closed answer vocabulary.
 
@@ -116,11 +117,13 @@ def qa_accuracy(
         predictions: (N,) predicted answer indices.
         labels: (N,) ground-truth indices; ``-100`` marks an answer outside the vocabulary.
         types: optional question type per item (e.g. ``static`` / ``temporal``).
+        kinds: optional finer category per item (e.g. ``direction``, ``count``).
 
     Returns:
         ``accuracy`` (out-of-vocabulary answers count as wrong), ``accuracy_in_vocab`` (the
-        official-style number over in-vocabulary questions only), ``n``, ``n_out_of_vocab`` and
-        ``by_type`` (accuracy per type, out-of-vocabulary counted wrong).
+        official-style number over in-vocabulary questions only), ``n``, ``n_out_of_vocab``,
+        ``by_type`` (accuracy per type, out-of-vocabulary counted wrong) and, when ``kinds`` is
+        given and names at least one, ``by_kind`` (the same per kind).
     """
     predictions, labels = predictions.cpu().long(), labels.cpu().long()
     if predictions.shape != labels.shape:
@@ -136,6 +139,7 @@ def qa_accuracy(
         "n": n,
         "n_out_of_vocab": int((~in_vocab).sum()),
         "by_type": _by_type(correct, types),
+        **({"by_kind": by_kind} if (by_kind := _by_type(correct, kinds)) else {}),
     }
 
 

@@ -138,6 +138,7 @@ def test_qa_json_valid(tmp_path):
                 "answer": ["ball", "sphere"],
                 "question_id": "q5",
                 "type": "temporal",
+                "kind": "motion",
             },
             {"image": "i.jpg", "question": "who?", "answer": "man"},
         ],
@@ -145,7 +146,7 @@ def test_qa_json_valid(tmp_path):
     records = read_qa_json(path)
     assert records[0] == QARecord("v1.mp4", "what color?", "red", ("red",), "4", None)
     assert records[1] == QARecord(
-        "v2.mp4", "what moves?", "ball", ("ball", "sphere"), "q5", "temporal"
+        "v2.mp4", "what moves?", "ball", ("ball", "sphere"), "q5", "temporal", "motion"
     )
     assert records[2].question_id is None and records[2].video == "i.jpg"
 

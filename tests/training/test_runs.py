@@ -54,6 +54,7 @@ def test_train_exports_model_and_eval_writes_metrics_json(tiny_data, tmp_path):
     m = report["metrics"]
     assert m["n"] == 32 and m["n_out_of_vocab"] == 0
     assert set(m["by_type"]) == {"static", "temporal"}
+    assert m["by_kind"] == {"color": m["by_type"]["static"], "direction": m["by_type"]["temporal"]}
     for key in ("accuracy", "accuracy_in_vocab"):
         assert 0.0 <= m[key] <= 1.0
 

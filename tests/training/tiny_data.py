@@ -63,6 +63,7 @@ def make_tiny_dataset(
                     "question": "what colour is the square?",
                     "answer": color,
                     "type": "static",
+                    "kind": "color",
                     "question_id": f"{i}-c",
                 }
             )
@@ -72,6 +73,7 @@ def make_tiny_dataset(
                     "question": "which way does the square move?",
                     "answer": direction,
                     "type": "temporal",
+                    "kind": "direction",
                     "question_id": f"{i}-d",
                 }
             )

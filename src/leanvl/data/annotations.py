@@ -129,6 +129,7 @@ def read_qa_json(path: str | Path) -> list[QARecord]:
                 answers=answers,
                 question_id=_question_id(fields, "question_id", ids),
                 type=fields.opt_text("type"),
+                kind=fields.opt_text("kind"),
             )
         )
     return records

@@ -68,6 +68,8 @@ class QARecord:
         question_id: the file's question id as a string, when it has one.
         type: the question type when the file tags it (``"static"`` / ``"temporal"`` in the
             synthetic benchmark, ``"what"``, ``"who"``... in Video-LLaVA's QA files).
+        kind: a finer question category when the file tags it (``"direction"``, ``"count"``...
+            in the synthetic benchmark); evaluation reports accuracy per kind beside per type.
     """
 
     video: str
@@ -76,6 +78,7 @@ class QARecord:
     answers: tuple[str, ...]
     question_id: str | None = None
     type: str | None = None
+    kind: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -488,6 +488,7 @@ class EvalData:
 
     text_to_video: list[int] | None = None  # retrieval
     types: list[str | None] | None = None  # QA / MC
+    kinds: list[str | None] | None = None  # QA: finer categories, when the file has them
     num_videos: int = 0
     num_texts: int = 0
 
@@ -674,7 +675,8 @@ class VideoTextDataModule(L.LightningDataModule):
             if train:
                 self._train = ds
                 return
-            data, info = [ds], EvalData(types=[r.type for r in records])
+            info = EvalData(types=[r.type for r in records], kinds=[r.kind for r in records])
+            data = [ds]
         else:
             ds = MCDataset(
                 clips, vidx, sample, [r.options for r in records], [r.answer for r in records]

@@ -236,7 +236,7 @@ class QATask(Task):
 
     def metrics(self, model, rows, info):
         (r,) = rows
-        return qa_accuracy(r["pred"], r["label"], info.types)
+        return qa_accuracy(r["pred"], r["label"], info.types, info.kinds)
 
 
 class MCTask(Task):
