@@ -3,12 +3,17 @@
 from __future__ import annotations
 
 import importlib.util
+import os
 from pathlib import Path
 
 import pytest
 
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 GOLDEN = SHARED / "golden"
+
+# FlexAttention compiles its CPU kernel for inference, 10-30 s per new shape: the suite runs the
+# eager reference (same results) except where a test removes this on purpose.
+os.environ.setdefault("LEANVL_FLEX_EAGER", "1")
 
 
 def _package_dir(name: str) -> Path | None:

@@ -96,10 +96,13 @@ def test_flex_backend_counts_the_tiles_of_its_block_mask():
         crosscheck=False,  # FlopCounterMode cannot run FlexAttention
     )
     (call,) = count.attention_calls
-    # 41 tokens fit one 128 x 128 tile: the kernel computes 1 tile per (batch, head)
+    # On CPU the layout is tile-aligned: 8 x 8 tiles, tile 0 = CLS (+ 7 masked slots), tile
+    # 1 + m = block m. The CLS row visits all 6 tiles; each block row visits the CLS tile and
+    # its 3 distinct table blocks: 6 + 5 * 4 = 26 tiles per (batch, head).
     assert call.kind == "flex"
-    assert call.flops == b * h * 128 * 128 * (2 * d + 2 * d)
-    assert call.dense_flops == b * h * 41 * 41 * 4 * d
+    assert all(len(set(row)) == 3 for row in layout.key_blocks(table).tolist())
+    assert call.flops == b * h * 26 * 8 * 8 * (2 * d + 2 * d)
+    assert call.dense_flops == b * h * 48 * 48 * 4 * d  # dense over the kernel's 6 tiles
     assert count.torch_matmul is None  # FlopCounterMode cannot run on FlexAttention
 
 

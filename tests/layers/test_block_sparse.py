@@ -277,23 +277,67 @@ def test_flex_backend_equals_gather_with_pruned_positions() -> None:
     layout = BlockSparse(block_size=4, local=1, random=2)
     table = layout.draw_random_blocks(5, generator=torch.Generator().manual_seed(1))
     ref, ref_cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
-    out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="flex")
+    with torch.no_grad():  # the bias table is a parameter; FlexAttention has no CPU backward
+        out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="flex")
     torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(cls, ref_cls)
 
 
 def test_flex_is_eager_under_a_torch_function_mode(monkeypatch) -> None:
-    # The FLOP counter is a TorchFunctionMode: dynamo cannot trace its hooks, so on an
-    # accelerator the compiled kernel must not be used while one is active (seen on an H200).
+    # The FLOP counter is a TorchFunctionMode: dynamo cannot trace its hooks, so the compiled
+    # kernel must not be used while one is active (seen on an H200).
     from torch.nn.attention.flex_attention import flex_attention
     from torch.overrides import TorchFunctionMode
 
     import leanvl.layers.block_sparse_flex as flex_mod
 
     monkeypatch.setattr(flex_mod, "_COMPILED", None)
-    cuda = torch.device("cuda")  # only the device type is read; nothing runs there
+    monkeypatch.delenv("LEANVL_FLEX_EAGER", raising=False)
     with TorchFunctionMode():
-        assert flex_mod._flex(cuda) is flex_attention
-    compiled = flex_mod._flex(cuda)
-    assert compiled is not flex_attention and flex_mod._flex(cuda) is compiled
-    assert flex_mod._flex(torch.device("cpu")) is flex_attention
+        assert flex_mod._flex(compiled=True) is flex_attention
+    compiled = flex_mod._flex(compiled=True)  # compiles lazily: nothing runs here
+    assert compiled is not flex_attention and flex_mod._flex(compiled=True) is compiled
+    assert flex_mod._flex(compiled=False) is flex_attention
+    monkeypatch.setenv("LEANVL_FLEX_EAGER", "1")
+    assert flex_mod._flex(compiled=True) is flex_attention
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_compiled_cpu_flex_equals_gather(monkeypatch, mask_padding) -> None:
+    # The CPU inference path: compiled kernel over the tile-aligned layout, its block mask read
+    # from the block table (a repeated block and a padded last block included).
+    monkeypatch.delenv("LEANVL_FLEX_EAGER", raising=False)
+    bias = _bias(2, 3, heads=2)
+    q, k, v = _qkv(1, 2, 19, 8, seed=5)
+    pos = torch.arange(19)[None]
+    layout = BlockSparse(block_size=4, local=1, random=2, mask_padding=mask_padding)
+    table = torch.tensor([[1, 2], [0, 3], [0, 1], [1, 4], [0, 0]])  # row 4 lists block 0 twice
+    with torch.no_grad():
+        out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="flex")
+        ref, ref_cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+    # gather counts a block listed twice twice; a mask can only allow it once
+    torch.testing.assert_close(out[:, :, :17], ref[:, :, :17], atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(cls, ref_cls)
+    keys = torch.cat([k[:, :, :1], k[:, :, 1:][:, :, :4]], 2)  # CLS + block 0, once
+    vals = torch.cat([v[:, :, :1], v[:, :, 1:][:, :, :4]], 2)
+    keys = torch.cat([keys, k[:, :, 17:]], 2)
+    vals = torch.cat([vals, v[:, :, 17:]], 2)
+    kpos = torch.cat([pos[:, :5], pos[:, 17:]], 1)
+    qpos = pos[:, 17:]
+    scores = q[:, :, 17:] @ keys.transpose(-1, -2) / 8**0.5 + bias(qpos, kpos)
+    if not mask_padding:  # the 2 padded key slots of block 4: zero key and value, CLS bias
+        pad_bias = bias(qpos, torch.zeros(1, 2, dtype=torch.long))
+        scores = torch.cat([scores, pad_bias], -1)
+        vals = torch.cat([vals, torch.zeros_like(vals[:, :, :2])], 2)
+    expected = scores.softmax(-1) @ vals
+    torch.testing.assert_close(out[:, :, 17:], expected, atol=1e-5, rtol=1e-5)
+
+
+def test_flex_on_cpu_refuses_training_with_a_clear_error() -> None:
+    q, k, v = (t.requires_grad_() for t in _qkv(1, 2, 9, 4))
+    layout = BlockSparse(block_size=4, local=1, random=1)
+    table = layout.draw_random_blocks(2, generator=torch.Generator().manual_seed(0))
+    with pytest.raises(NotImplementedError, match="attention_backend='gather'"):
+        block_sparse_attention(q, k, v, torch.arange(9)[None], None, layout, table, "flex")
+    with torch.no_grad():  # inference is fine
+        block_sparse_attention(q, k, v, torch.arange(9)[None], None, layout, table, "flex")

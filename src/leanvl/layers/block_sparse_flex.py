@@ -7,10 +7,22 @@ in the block table, and (for the CLS query) every real key. The relative positio
 is ever materialised. Padded key slots stay unmasked (zero key and value, bias of the CLS
 position) exactly like the official code, unless ``BlockSparse.mask_padding`` is set.
 
-On GPU the kernel is compiled (``torch.compile``) and only the allowed 128x128 tiles are
-computed; on CPU FlexAttention runs its eager reference path (correct, not fast: use ``gather``
-for CPU training). Block masks are cached per (shape, block table), which pays off when the
-table is fixed (injected tables, evaluation with a fixed seed).
+Two layouts:
+
+* **GPU** (compiled): the sequence above with the kernel's 128x128 tiles. A 56-token block is
+  not a tile, so a tile spans parts of several blocks and more tiles are computed than the
+  blocks need. Block masks come from ``create_block_mask`` and are cached per (shape, block
+  table), which pays off when the table is fixed (injected tables, a fixed evaluation seed).
+* **CPU** (tile-aligned, :func:`_flex_tiled`): ``[CLS, block_size - 1 masked slots, block 0,
+  block 1, ...]`` with ``block_size``-token tiles, so each query block is exactly one tile and
+  the kernel computes only the listed blocks plus the CLS row and column. The block mask is
+  built from the block table directly (``create_block_mask`` evaluates the mask token by token:
+  about a second per table on CPU, and the random blocks change every layer). Inference only:
+  FlexAttention has no CPU backward, so a call that needs a gradient raises (train with
+  ``gather``). ``gather`` is still the faster CPU backend (see docs/models/svitt.md).
+
+Compiled kernels are kept per token count (up to ``_RECOMPILE_LIMIT``); ``LEANVL_FLEX_EAGER=1``
+forces the eager reference.
 
 Difference from ``gather``: when a row's block table lists the same block twice (only when a
 sequence has fewer than ``local + random`` blocks) ``gather`` counts it twice, as the official
@@ -19,6 +31,7 @@ code does, while a mask can only allow it once.
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections import OrderedDict
 
@@ -33,21 +46,38 @@ __all__ = ["flex_block_attention"]
 _MASKS: OrderedDict[tuple, object] = OrderedDict()
 _CACHE_SIZE = 64
 _COMPILED = None
+_RECOMPILE_LIMIT = 64
+"""Kernels kept per process: one per (token count, dtype, device, grad). SViTT has 4 token counts
+per forward (before and after each token drop) for each frame count, past dynamo's default 8,
+after which it would silently run the eager reference."""
 
 
-def _flex(device: torch.device):
-    """``flex_attention``: eager on CPU, compiled once (lazily) for accelerators.
+def _flex(compiled: bool):
+    """``flex_attention``, compiled once (lazily) when ``compiled``, else the eager reference.
+
+    ``LEANVL_FLEX_EAGER=1`` forces the eager reference (debugging; the test suite, where each
+    new shape would cost a CPU compilation of 10-30 s).
 
     Under an active ``TorchFunctionMode`` (e.g. leanvl's FLOP counter) the eager function is
-    used too: dynamo would have to trace the mode's Python hooks and fails on them.
+    used: dynamo would have to trace the mode's Python hooks and fails on them.
     """
     global _COMPILED
     from torch.nn.attention.flex_attention import flex_attention
 
-    if device.type == "cpu" or torch._C._is_torch_function_mode_enabled():
+    if (
+        not compiled
+        or os.environ.get("LEANVL_FLEX_EAGER") == "1"
+        or torch._C._is_torch_function_mode_enabled()
+    ):
         return flex_attention
     if _COMPILED is None:
-        _COMPILED = torch.compile(flex_attention, dynamic=False)
+        kernel = torch.compile(flex_attention, dynamic=False)
+
+        def compiled_flex(*args, **kwargs):
+            with torch._dynamo.config.patch(recompile_limit=_RECOMPILE_LIMIT):
+                return kernel(*args, **kwargs)
+
+        _COMPILED = compiled_flex
     return _COMPILED
 
 
@@ -81,6 +111,103 @@ def _block_mask(num_tokens: int, block_size: int, key_blocks: Tensor, mask_paddi
     return mask
 
 
+def _tile_block_mask(n: int, layout, key_blocks: Tensor, rows_mod, device):
+    """Block mask of the tile-aligned layout, built from the block table (no mask evaluation).
+
+    Tile 0 holds the CLS token and ``block_size - 1`` masked slots, tile ``1 + m`` is block
+    ``m``. Query tile 0 visits every tile through ``rows_mod``; query tile ``1 + m`` visits tile
+    0 (partial: CLS key + masked slots) and its table's tiles in full, except the padded last
+    block, which stays partial when the padding is masked.
+    """
+    from torch.nn.attention.flex_attention import BlockMask
+
+    nb, bs = key_blocks.shape[0], layout.block_size
+    nt = nb + 1
+    tiles = key_blocks.sort(dim=1).values + 1
+    repeated = torch.zeros_like(tiles, dtype=torch.bool)
+    repeated[:, 1:] = tiles[:, 1:] == tiles[:, :-1]  # a table may list a block twice
+    partial = (tiles == nb) & (layout.mask_padding and nb * bs > n)
+    full = ~repeated & ~partial
+    kv_num = torch.ones(1, 1, nt, dtype=torch.int32, device=device)
+    kv_num[0, 0, 0] = nt
+    kv_num[0, 0, 1:] += partial.sum(1).to(torch.int32)
+    kv_idx = torch.zeros(1, 1, nt, nt, dtype=torch.int32, device=device)
+    kv_idx[0, 0, 0] = torch.arange(nt, dtype=torch.int32, device=device)
+    kv_idx[0, 0, 1:, 1] = nb  # only ever read where the row's last block is partial
+    full_num = torch.zeros(1, 1, nt, dtype=torch.int32, device=device)
+    full_num[0, 0, 1:] = full.sum(1).to(torch.int32)
+    order = torch.sort((~full).to(torch.int8), dim=1, stable=True).indices  # full tiles first
+    full_idx = torch.zeros(1, 1, nt, nt, dtype=torch.int32, device=device)
+    full_idx[0, 0, 1:, : tiles.shape[1]] = torch.gather(tiles, 1, order).to(torch.int32)
+    length = bs * nt
+    return BlockMask.from_kv_blocks(
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=rows_mod,
+        seq_lengths=(length, length),
+    )  # fmt: skip
+
+
+def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks) -> Tensor:
+    """CPU FlexAttention over the tile-aligned layout ``[CLS, masked slots, block 0, ...]``.
+
+    With ``block_size``-sized tiles every query block is exactly one tile, so the kernel computes
+    only the listed blocks (plus the CLS row and column) and the mask is read from the block
+    table instead of being evaluated token by token (``create_block_mask`` takes about a second
+    per table on CPU, and the random blocks change every layer). Compiled; eager under
+    ``LEANVL_FLEX_EAGER=1`` or a ``TorchFunctionMode``, where ``mask_mod`` (which carries the
+    whole rule) is applied to every score. Raises when a gradient is needed: FlexAttention has
+    no CPU backward.
+    """
+    b, h, s, d = q.shape
+    n = s - 1
+    nb, bs = key_blocks.shape[0], layout.block_size
+    tail = nb * bs - n
+    length = bs * (nb + 1)
+
+    def lay(t: Tensor) -> Tensor:  # (B, H, S, d) -> (B, H, length, d)
+        slots = t.new_zeros(*t.shape[:2], bs - 1, t.shape[3])
+        return F.pad(torch.cat([t[:, :, :1], slots, t[:, :, 1:]], 2), (0, 0, 0, tail))
+
+    qp, kp, vp = lay(q), lay(k), lay(v)
+    zeros = positions.new_zeros  # masked slots and padding take the CLS position, as in gather
+    pos = torch.cat(
+        [positions[:, :1], zeros(positions.shape[0], bs - 1), positions[:, 1:],
+         zeros(positions.shape[0], tail)], 1,
+    ).expand(b, -1).contiguous()  # fmt: skip
+    allowed = torch.zeros(nb + 1, nb + 1, dtype=torch.bool, device=q.device)
+    rows = torch.arange(1, nb + 1, device=q.device)[:, None]
+    allowed[rows, key_blocks + 1] = True
+    allowed[:, 0] = True
+    end = bs + n if layout.mask_padding else length
+
+    def mask_mod(bi, hi, q_idx, kv_idx):
+        key = (kv_idx == 0) | (kv_idx >= bs)  # not one of the masked slots after CLS
+        cls_row = key & (kv_idx < bs + n)  # the CLS query sees every real key
+        row = key & (kv_idx < end) & allowed[q_idx // bs, kv_idx // bs]
+        return torch.where(q_idx < bs, cls_row, row)
+
+    mask = _tile_block_mask(n, layout, key_blocks, mask_mod, q.device)
+    score_mod = None
+    if rel_bias is not None:
+        table = rel_bias.table
+
+        def score_mod(score, bi, hi, q_idx, kv_idx):
+            row = rel_bias.index(pos[bi, q_idx][None], pos[bi, kv_idx][None])[0, 0]
+            return score + table[row, hi]
+
+    params = [rel_bias.table] if rel_bias is not None else []
+    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params)):
+        raise NotImplementedError(
+            "attention_backend='flex' cannot train on CPU: FlexAttention has no CPU backward "
+            "(torch). Use attention_backend='gather' for CPU training, or run under "
+            "torch.no_grad() for inference."
+        )
+    attend = _flex(compiled=True)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        out = attend(qp, kp, vp, score_mod=score_mod, block_mask=mask)
+    return torch.cat([out[:, :, :1], out[:, :, bs : bs + n]], 2)
+
+
 def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tuple[Tensor, Tensor]:
     """Block-sparse attention with FlexAttention; same contract as ``block_sparse_attention``.
 
@@ -92,6 +219,10 @@ def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tu
         layout: the :class:`~leanvl.layers.block_sparse.BlockSparse` pattern.
         key_blocks: ``(nb, local + random)`` key blocks of every query block.
     """
+    if q.device.type == "cpu":
+        out = _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks)
+        cls_bias = rel_bias(positions[:, :1], positions) if rel_bias is not None else None
+        return out, cls_attention_probs(q[:, :, :1], k, cls_bias)
     b, h, s, d = q.shape
     n = s - 1
     nb, bs = key_blocks.shape[0], layout.block_size
@@ -107,7 +238,7 @@ def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tu
             row = rel_bias.index(pos[bi, q_idx][None], pos[bi, kv_idx][None])[0, 0]
             return score + table[row, hi]
 
-    attend = _flex(q.device)
+    attend = _flex(compiled=True)
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         out = attend(qp, kp, vp, score_mod=score_mod, block_mask=mask)
