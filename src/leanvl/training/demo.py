@@ -36,7 +36,7 @@ from leanvl.training.config import load_train_config
 from leanvl.training.report import write_plots, write_report
 from leanvl.training.runner import evaluate, train
 
-__all__ = ["DemoPlan", "plan", "run_demo"]
+__all__ = ["DemoPlan", "evaluate_all", "plan", "recipe", "run_demo"]
 
 
 @dataclass
@@ -106,7 +106,8 @@ def default_data_dir(quick: bool) -> Path:
     return root / f"synth-{'quick' if quick else 'full'}-v{GENERATOR_VERSION}"
 
 
-def _recipe(p: DemoPlan, data: Path, run_dir: Path, roll: bool) -> dict[str, Any]:
+def recipe(p: DemoPlan, data: Path, run_dir: Path, roll: bool) -> dict[str, Any]:
+    """The ``leanvl train`` recipe of one demo model (``roll``: temporal rolling on/off)."""
     steps = p.steps if roll or p.ablation_steps is None else p.ablation_steps
     return {
         "task": {
@@ -162,7 +163,7 @@ def _eval_recipe(base: dict[str, Any], task: str, test_file: str, shuffle: bool,
     return r
 
 
-def _evaluate_all(base: dict[str, Any], folder: Path) -> dict[str, Any]:
+def evaluate_all(base: dict[str, Any], folder: Path) -> dict[str, Any]:
     """Retrieval, QA and MC metrics of the model in ``base``'s run, ordered and shuffled."""
     out: dict[str, Any] = {}
     specs = {
@@ -253,9 +254,9 @@ def run_demo(
 
     runs, results, evals = {}, {}, {}
     for name, roll in (("main", True), ("no_roll", False)):
-        recipe = _recipe(p, data_dir, out / "runs" / name, roll)
-        runs[name] = recipe
-        cfg = load_train_config(recipe)
+        run = recipe(p, data_dir, out / "runs" / name, roll)
+        runs[name] = run
+        cfg = load_train_config(run)
         (out / "configs").mkdir(exist_ok=True)
         atomic_write_text(
             out / "configs" / f"{name}.yaml", OmegaConf.to_yaml(OmegaConf.structured(cfg))
@@ -267,7 +268,7 @@ def run_demo(
         timing[f"train_{name}"] = time.perf_counter() - t
         console.rule(f"evaluate {name}: retrieval, QA, MC; ordered and shuffled frames")
         t = time.perf_counter()
-        evals[name] = _evaluate_all(recipe, out / "runs" / name / "eval")
+        evals[name] = evaluate_all(run, out / "runs" / name / "eval")
         timing[f"eval_{name}"] = time.perf_counter() - t
 
     model_dir = out / "model"
