@@ -48,4 +48,8 @@ for mode in train infer; do
     step "${T_SVITT_FLEX:-150}" "svitt_${mode}_flex" $py -m leanvl bench model svitt_base \
         --device cuda --dtype "${FLEX_DTYPE:-float32}" --frames "$frames" --compare flex \
         --mode $mode --runs 5 --warmup 2 --json "$OUT/svitt_${mode}_flex.json"
+    # the tile-aligned layout: 64-token tiles, one per 56-token block (fewer tiles computed)
+    LEANVL_FLEX_TILED=1 step "${T_SVITT_FLEX:-150}" "svitt_${mode}_flex_tiled" $py -m leanvl \
+        bench model svitt_base --device cuda --dtype "${FLEX_DTYPE:-float32}" --frames "$frames" \
+        --compare flex --mode $mode --runs 5 --warmup 2 --json "$OUT/svitt_${mode}_flex_tiled.json"
 done

@@ -1,8 +1,9 @@
 """CUDA checks of SViTT's attention backends (skipped without a GPU; CI has none).
 
-On a GPU the ``flex`` backend runs the compiled FlexAttention kernel (on CPU only its eager
-reference runs, and it has no backward there), so these tests are the only ones that exercise
-the kernel SViTT trains with on GPU: ``flex`` and ``gather`` must equal the loop-free dense
+On a GPU the ``flex`` backend runs the compiled FlexAttention kernel with a backward (on CPU the
+kernel runs for inference only), so these tests are the only ones that exercise the kernel
+SViTT trains with on GPU, in both layouts (128-token tiles, and the tile-aligned one that
+``LEANVL_FLEX_TILED=1`` selects): ``flex`` and ``gather`` must equal the loop-free dense
 computation with the same mask, forward and backward, and the whole SViTT video encoder must
 give the same outputs and gradients with either backend for the same recorded block tables.
 
@@ -52,8 +53,11 @@ def _masked_dense(q, k, v, pos, bias, layout, key_blocks):
     return (logits.softmax(-1) @ vp)[:, :, : 1 + n]
 
 
-@pytest.mark.parametrize("backend", ["gather", "flex"])
-def test_backend_equals_masked_dense_forward_and_backward(backend: str) -> None:
+@pytest.mark.parametrize("backend", ["gather", "flex", "flex_tiled"])
+def test_backend_equals_masked_dense_forward_and_backward(backend: str, monkeypatch) -> None:
+    if backend == "flex_tiled":  # the tile-aligned layout (64-token tiles for 56-token blocks)
+        monkeypatch.setenv("LEANVL_FLEX_TILED", "1")
+        backend = "flex"
     # SViTT-B's pattern at 2 frames of 14x14 patches: blocks of 56 tokens, 1 local + 3 random.
     frames, grid, heads, dim = 2, 14, 4, 64
     torch.manual_seed(0)
@@ -78,8 +82,11 @@ def test_backend_equals_masked_dense_forward_and_backward(backend: str) -> None:
         torch.testing.assert_close(a, b, atol=1e-4, rtol=1e-4, msg=lambda m, n=name: f"{n}: {m}")
 
 
-def test_svitt_video_encoder_flex_equals_gather_on_cuda() -> None:
+@pytest.mark.parametrize("tiled", [False, True])
+def test_svitt_video_encoder_flex_equals_gather_on_cuda(tiled: bool, monkeypatch) -> None:
     # The whole sparse encoder (edge + node sparsity), same weights and recorded block tables.
+    if tiled:
+        monkeypatch.setenv("LEANVL_FLEX_TILED", "1")
     torch.manual_seed(0)
     gather = create_model("svitt_tiny", attention_backend="gather").to(DEVICE).eval()
     flex = create_model("svitt_tiny", attention_backend="flex").to(DEVICE).eval()

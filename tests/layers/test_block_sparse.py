@@ -303,25 +303,27 @@ def test_flex_is_eager_under_a_torch_function_mode(monkeypatch) -> None:
 
 
 @pytest.mark.parametrize("mask_padding", [False, True])
-def test_compiled_cpu_flex_equals_gather(monkeypatch, mask_padding) -> None:
-    # The CPU inference path: compiled kernel over the tile-aligned layout, its block mask read
-    # from the block table (a repeated block and a padded last block included).
+@pytest.mark.parametrize(("block_size", "tile"), [(4, 4), (4, 8)])
+def test_compiled_tiled_flex_equals_gather(monkeypatch, mask_padding, block_size, tile) -> None:
+    # The tile-aligned layout, compiled (the CPU inference path; tile > block is the layout
+    # LEANVL_FLEX_TILED=1 gives a GPU), its block mask read from the block table: a repeated
+    # block and a padded last block included.
+    from leanvl.layers.block_sparse_flex import _flex_tiled
+
     monkeypatch.delenv("LEANVL_FLEX_EAGER", raising=False)
     bias = _bias(2, 3, heads=2)
     q, k, v = _qkv(1, 2, 19, 8, seed=5)
     pos = torch.arange(19)[None]
-    layout = BlockSparse(block_size=4, local=1, random=2, mask_padding=mask_padding)
+    layout = BlockSparse(block_size=block_size, local=1, random=2, mask_padding=mask_padding)
     table = torch.tensor([[1, 2], [0, 3], [0, 1], [1, 4], [0, 0]])  # row 4 lists block 0 twice
     with torch.no_grad():
-        out, cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="flex")
-        ref, ref_cls = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+        key_blocks = layout.key_blocks(table)
+        out = _flex_tiled(q, k, v, pos, bias, layout, key_blocks, tile)
+        ref, _ = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
     # gather counts a block listed twice twice; a mask can only allow it once
     torch.testing.assert_close(out[:, :, :17], ref[:, :, :17], atol=1e-5, rtol=1e-5)
-    torch.testing.assert_close(cls, ref_cls)
-    keys = torch.cat([k[:, :, :1], k[:, :, 1:][:, :, :4]], 2)  # CLS + block 0, once
-    vals = torch.cat([v[:, :, :1], v[:, :, 1:][:, :, :4]], 2)
-    keys = torch.cat([keys, k[:, :, 17:]], 2)
-    vals = torch.cat([vals, v[:, :, 17:]], 2)
+    keys = torch.cat([k[:, :, :5], k[:, :, 17:]], 2)  # CLS, block 0 (once), block 4
+    vals = torch.cat([v[:, :, :5], v[:, :, 17:]], 2)
     kpos = torch.cat([pos[:, :5], pos[:, 17:]], 1)
     qpos = pos[:, 17:]
     scores = q[:, :, 17:] @ keys.transpose(-1, -2) / 8**0.5 + bias(qpos, kpos)
@@ -331,6 +333,26 @@ def test_compiled_cpu_flex_equals_gather(monkeypatch, mask_padding) -> None:
         vals = torch.cat([vals, torch.zeros_like(vals[:, :, :2])], 2)
     expected = scores.softmax(-1) @ vals
     torch.testing.assert_close(out[:, :, 17:], expected, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("tile", [3, 4])
+def test_compiled_tiled_flex_equals_its_mask_on_short_sequences(monkeypatch, tile) -> None:
+    # Fewer blocks than local + random (the table repeats blocks): the block mask built from the
+    # table (compiled kernel) must allow exactly what the mask function allows (eager reference).
+    from leanvl.layers.block_sparse_flex import _flex_tiled
+
+    q, k, v = _qkv(2, 2, 6, 4, seed=6)
+    pos = torch.arange(6)[None]
+    layout = BlockSparse(block_size=3, local=1, random=3)
+    table = layout.draw_random_blocks(2, generator=torch.Generator().manual_seed(2))
+    assert table.shape == (2, 2)
+    key_blocks = layout.key_blocks(table)
+    with torch.no_grad():
+        monkeypatch.setenv("LEANVL_FLEX_EAGER", "1")
+        eager = _flex_tiled(q, k, v, pos, _bias(1, 3, heads=2), layout, key_blocks, tile)
+        monkeypatch.delenv("LEANVL_FLEX_EAGER")
+        compiled = _flex_tiled(q, k, v, pos, _bias(1, 3, heads=2), layout, key_blocks, tile)
+    torch.testing.assert_close(compiled, eager, atol=1e-5, rtol=1e-5)
 
 
 def test_flex_on_cpu_refuses_training_with_a_clear_error() -> None:

@@ -111,81 +111,98 @@ def _block_mask(num_tokens: int, block_size: int, key_blocks: Tensor, mask_paddi
     return mask
 
 
-def _tile_block_mask(n: int, layout, key_blocks: Tensor, rows_mod, device):
+def _compact(values: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row: how many ``values`` are kept, and the kept ones first (``(rows, m)`` each)."""
+    order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
+    return keep.sum(1), torch.gather(values, 1, order)
+
+
+def _tile_block_mask(n: int, layout, key_blocks: Tensor, tile: int, rows_mod, device):
     """Block mask of the tile-aligned layout, built from the block table (no mask evaluation).
 
-    Tile 0 holds the CLS token and ``block_size - 1`` masked slots, tile ``1 + m`` is block
-    ``m``. Query tile 0 visits every tile through ``rows_mod``; query tile ``1 + m`` visits tile
-    0 (partial: CLS key + masked slots) and its table's tiles in full, except the padded last
-    block, which stays partial when the padding is masked.
+    Tile 0 holds the CLS token and masked slots; tile ``1 + m`` holds block ``m`` (and masked
+    slots when ``tile > block_size``). Query tile 0 visits every tile through ``rows_mod``;
+    query tile ``1 + m`` visits tile 0 and the tiles of its table row, in full when the tile is
+    exactly the block (no masked slot, and not the padded last block when padding is masked),
+    else through ``rows_mod``.
     """
     from torch.nn.attention.flex_attention import BlockMask
 
     nb, bs = key_blocks.shape[0], layout.block_size
-    nt = nb + 1
+    nt, m = nb + 1, key_blocks.shape[1]
     tiles = key_blocks.sort(dim=1).values + 1
-    repeated = torch.zeros_like(tiles, dtype=torch.bool)
-    repeated[:, 1:] = tiles[:, 1:] == tiles[:, :-1]  # a table may list a block twice
-    partial = (tiles == nb) & (layout.mask_padding and nb * bs > n)
-    full = ~repeated & ~partial
-    kv_num = torch.ones(1, 1, nt, dtype=torch.int32, device=device)
+    first = torch.ones_like(tiles, dtype=torch.bool)
+    first[:, 1:] = tiles[:, 1:] != tiles[:, :-1]  # a table may list a block twice
+    partial = (tiles >= 0) if tile > bs else (tiles == nb) & (layout.mask_padding and nb * bs > n)
+    n_full, full = _compact(tiles, first & ~partial)
+    n_part, part = _compact(tiles, first & partial)
+    i32 = {"dtype": torch.int32, "device": device}
+    kv_num = torch.empty(1, 1, nt, **i32)
     kv_num[0, 0, 0] = nt
-    kv_num[0, 0, 1:] += partial.sum(1).to(torch.int32)
-    kv_idx = torch.zeros(1, 1, nt, nt, dtype=torch.int32, device=device)
-    kv_idx[0, 0, 0] = torch.arange(nt, dtype=torch.int32, device=device)
-    kv_idx[0, 0, 1:, 1] = nb  # only ever read where the row's last block is partial
-    full_num = torch.zeros(1, 1, nt, dtype=torch.int32, device=device)
-    full_num[0, 0, 1:] = full.sum(1).to(torch.int32)
-    order = torch.sort((~full).to(torch.int8), dim=1, stable=True).indices  # full tiles first
-    full_idx = torch.zeros(1, 1, nt, nt, dtype=torch.int32, device=device)
-    full_idx[0, 0, 1:, : tiles.shape[1]] = torch.gather(tiles, 1, order).to(torch.int32)
-    length = bs * nt
+    kv_num[0, 0, 1:] = 1 + n_part
+    kv_idx = torch.zeros(1, 1, nt, nt, **i32)
+    kv_idx[0, 0, 0] = torch.arange(nt, **i32)
+    width = min(m, nb)  # a row has at most nb distinct blocks (m > nb on short sequences)
+    kv_idx[0, 0, 1:, 1 : width + 1] = part[:, :width]  # after the CLS tile (index 0)
+    full_num = torch.zeros(1, 1, nt, **i32)
+    full_num[0, 0, 1:] = n_full
+    full_idx = torch.zeros(1, 1, nt, nt, **i32)
+    full_idx[0, 0, 1:, :width] = full[:, :width]
+    length = tile * nt
     return BlockMask.from_kv_blocks(
-        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=bs, mask_mod=rows_mod,
+        kv_num, kv_idx, full_num, full_idx, BLOCK_SIZE=tile, mask_mod=rows_mod,
         seq_lengths=(length, length),
     )  # fmt: skip
 
 
-def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks) -> Tensor:
-    """CPU FlexAttention over the tile-aligned layout ``[CLS, masked slots, block 0, ...]``.
+def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile: int) -> Tensor:
+    """FlexAttention over a tile-aligned layout: ``[CLS, masked slots | block 0, masked slots |
+    block 1 ...]`` in ``tile``-token tiles (``tile >= block_size``).
 
-    With ``block_size``-sized tiles every query block is exactly one tile, so the kernel computes
-    only the listed blocks (plus the CLS row and column) and the mask is read from the block
-    table instead of being evaluated token by token (``create_block_mask`` takes about a second
-    per table on CPU, and the random blocks change every layer). Compiled; eager under
-    ``LEANVL_FLEX_EAGER=1`` or a ``TorchFunctionMode``, where ``mask_mod`` (which carries the
-    whole rule) is applied to every score. Raises when a gradient is needed: FlexAttention has
-    no CPU backward.
+    Every query block is exactly one tile, so the kernel computes only the listed blocks (plus
+    the CLS row and column), and the mask is read from the block table instead of being
+    evaluated token by token (``create_block_mask`` takes about a second per table on CPU, and
+    the random blocks change every layer). The official padded key slots of the last block
+    keep their meaning (zero key and value, the CLS position; masked with
+    ``BlockSparse.mask_padding``); the extra slots of a tile are always masked. Compiled; eager
+    under ``LEANVL_FLEX_EAGER=1`` or a ``TorchFunctionMode``, where ``mask_mod`` (which carries
+    the whole rule) is applied to every score. On CPU, raises when a gradient is needed:
+    FlexAttention has no CPU backward.
     """
     b, h, s, d = q.shape
     n = s - 1
     nb, bs = key_blocks.shape[0], layout.block_size
-    tail = nb * bs - n
-    length = bs * (nb + 1)
+    if tile < bs:
+        raise ValueError(f"flex tile of {tile} tokens is smaller than the block ({bs})")
+    dev = q.device
+    token = torch.arange(nb * bs, device=dev)
+    slot = tile * (1 + token // bs) + token % bs  # layout slot of token 1 + i (and of padding)
+    length = tile * (nb + 1)
+    source = torch.full((length,), s, device=dev)  # index s: a zero row
+    source[0] = 0
+    source[slot[:n]] = torch.arange(1, s, device=dev)
+    back = torch.cat([token.new_zeros(1), slot[:n]])
 
     def lay(t: Tensor) -> Tensor:  # (B, H, S, d) -> (B, H, length, d)
-        slots = t.new_zeros(*t.shape[:2], bs - 1, t.shape[3])
-        return F.pad(torch.cat([t[:, :, :1], slots, t[:, :, 1:]], 2), (0, 0, 0, tail))
+        return F.pad(t, (0, 0, 0, 1)).index_select(2, source)
 
     qp, kp, vp = lay(q), lay(k), lay(v)
-    zeros = positions.new_zeros  # masked slots and padding take the CLS position, as in gather
-    pos = torch.cat(
-        [positions[:, :1], zeros(positions.shape[0], bs - 1), positions[:, 1:],
-         zeros(positions.shape[0], tail)], 1,
-    ).expand(b, -1).contiguous()  # fmt: skip
-    allowed = torch.zeros(nb + 1, nb + 1, dtype=torch.bool, device=q.device)
-    rows = torch.arange(1, nb + 1, device=q.device)[:, None]
-    allowed[rows, key_blocks + 1] = True
+    # masked slots and padding take the CLS position, as in gather
+    pos = F.pad(positions, (0, 1)).index_select(1, source).expand(b, -1).contiguous()
+    allowed = torch.zeros(nb + 1, nb + 1, dtype=torch.bool, device=dev)
+    allowed[torch.arange(1, nb + 1, device=dev)[:, None], key_blocks + 1] = True
     allowed[:, 0] = True
-    end = bs + n if layout.mask_padding else length
+    mask_padding = layout.mask_padding
 
     def mask_mod(bi, hi, q_idx, kv_idx):
-        key = (kv_idx == 0) | (kv_idx >= bs)  # not one of the masked slots after CLS
-        cls_row = key & (kv_idx < bs + n)  # the CLS query sees every real key
-        row = key & (kv_idx < end) & allowed[q_idx // bs, kv_idx // bs]
-        return torch.where(q_idx < bs, cls_row, row)
+        kv_tile, kv_r = kv_idx // tile, kv_idx % tile
+        in_block = (kv_tile >= 1) & (kv_r < bs)  # a block's token or official padding
+        real = (kv_idx == 0) | (in_block & ((kv_tile - 1) * bs + kv_r < n))
+        usable = real if mask_padding else (kv_idx == 0) | in_block
+        row = usable & allowed[q_idx // tile, kv_tile]
+        return torch.where(q_idx < tile, real, row)  # the CLS query sees every real key
 
-    mask = _tile_block_mask(n, layout, key_blocks, mask_mod, q.device)
+    mask = _tile_block_mask(n, layout, key_blocks, tile, mask_mod, dev)
     score_mod = None
     if rel_bias is not None:
         table = rel_bias.table
@@ -195,7 +212,8 @@ def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks) -> Tensor:
             return score + table[row, hi]
 
     params = [rel_bias.table] if rel_bias is not None else []
-    if torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params)):
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params))
+    if grad and dev.type == "cpu":
         raise NotImplementedError(
             "attention_backend='flex' cannot train on CPU: FlexAttention has no CPU backward "
             "(torch). Use attention_backend='gather' for CPU training, or run under "
@@ -205,7 +223,19 @@ def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks) -> Tensor:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
         out = attend(qp, kp, vp, score_mod=score_mod, block_mask=mask)
-    return torch.cat([out[:, :, :1], out[:, :, bs : bs + n]], 2)
+    return out.index_select(2, back)
+
+
+def _gpu_tile(block_size: int) -> int | None:
+    """Tile of the tile-aligned layout on an accelerator (``LEANVL_FLEX_TILED=1``), else None.
+
+    The GPU kernel needs power-of-two tiles of at least 16 tokens: a 56-token block gets a
+    64-token tile (8 masked slots), where the default layout's 128-token tiles span parts of
+    2-3 blocks. Not yet measured on a GPU: ``benchmarks/gpu_checks.sh`` checks and times it.
+    """
+    if os.environ.get("LEANVL_FLEX_TILED") != "1":
+        return None
+    return max(16, 1 << (block_size - 1).bit_length())
 
 
 def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tuple[Tensor, Tensor]:
@@ -219,8 +249,9 @@ def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tu
         layout: the :class:`~leanvl.layers.block_sparse.BlockSparse` pattern.
         key_blocks: ``(nb, local + random)`` key blocks of every query block.
     """
-    if q.device.type == "cpu":
-        out = _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks)
+    tile = layout.block_size if q.device.type == "cpu" else _gpu_tile(layout.block_size)
+    if tile is not None:
+        out = _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile)
         cls_bias = rel_bias(positions[:, :1], positions) if rel_bias is not None else None
         return out, cls_attention_probs(q[:, :, :1], k, cls_bias)
     b, h, s, d = q.shape
