@@ -42,7 +42,9 @@ __all__ = [
     "retrieval_scores",
     "split_clips",
     "svitt_base",
+    "svitt_base_vqa",
     "svitt_tiny",
+    "svitt_tiny_vqa",
 ]
 
 
@@ -640,13 +642,27 @@ def svitt_base(**overrides) -> SViTT:
     return SViTT(SViTTConfig(**overrides))
 
 
+_TINY = dict(
+    image_size=112, vision_width=96, vision_layers=4, vision_heads=3, vision_mlp=384,
+    attn_block_size=14, token_drop_layers=(1, 2), vocab_size=30522, text_width=96,
+    text_layers=5, text_heads=3, text_mlp=384, fusion_layer=2, max_text_positions=64,
+    embed_dim=64, xmodal_drop_layers=(3,),
+)  # fmt: skip
+
+
 @register_model
 def svitt_tiny(**overrides) -> SViTT:
     """Tiny SViTT for tests and demos: width 96, 4+5 layers, 112^2, 4 frames, block 14."""
-    defaults = dict(
-        image_size=112, vision_width=96, vision_layers=4, vision_heads=3, vision_mlp=384,
-        attn_block_size=14, token_drop_layers=(1, 2), vocab_size=30522, text_width=96,
-        text_layers=5, text_heads=3, text_mlp=384, fusion_layer=2, max_text_positions=64,
-        embed_dim=64, xmodal_drop_layers=(3,),
-    )  # fmt: skip
-    return SViTT(SViTTConfig(**{**defaults, **overrides}))
+    return SViTT(SViTTConfig(**{**_TINY, **overrides}))
+
+
+@register_model
+def svitt_base_vqa(**overrides) -> SViTTVQA:
+    """SViTT-B VQA model: the svitt_base encoders and a 3-layer answer decoder."""
+    return SViTTVQA(SViTTConfig(**overrides))
+
+
+@register_model
+def svitt_tiny_vqa(**overrides) -> SViTTVQA:
+    """Tiny SViTT VQA model (the svitt_tiny encoders and a 3-layer answer decoder)."""
+    return SViTTVQA(SViTTConfig(**{**_TINY, **overrides}))

@@ -17,6 +17,9 @@ What a recipe reads, decided from the files:
   ``data.video_dir``; anything else is a retrieval JSON (video + captions).
 * evaluation file: EgoMCQ when ``task.name=egomcq`` or when the JSON is an object (EgoMCQ's
   ``{"0": {...}}``); otherwise a retrieval JSON (the same metric keys as the All-in-one tasks).
+* ``task.name=qa`` with a VQA preset (``svitt_tiny_vqa``, ``svitt_base_vqa``): QA JSON files and
+  ``data.answers_file``; the answer decoder is trained on the ground-truth answer and evaluation
+  ranks the answer list (:class:`SViTTQATask`).
 * ``task.contrastive_loss``: ``infonce`` (SViTT's ITC: positives = same video / same clip) or
   ``egonce`` (needs EgoClip's verb/noun tags); ``data.sampler=scene`` draws EgoVLP's scene-aware
   batches with :class:`leanvl.data.samplers.SceneGroupedBatchSampler`.
@@ -50,13 +53,18 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from leanvl.checkpoint import WEIGHTS_NAME, read_config
-from leanvl.data.annotations import read_egoclip_csv, read_egomcq_json, read_retrieval_json
+from leanvl.data.annotations import (
+    read_egoclip_csv,
+    read_egomcq_json,
+    read_qa_json,
+    read_retrieval_json,
+)
 from leanvl.data.datasets import EGO4D_CHUNK_SECONDS, egoclip_window, resolve_video_path
 from leanvl.data.samplers import SceneGroupedBatchSampler, egoclip_segment_ids
 from leanvl.evaluation.egomcq import egomcq_scores
 from leanvl.layers.rel_pos_3d import resample_temporal_table
 from leanvl.losses import ego_nce, tag_multi_hot
-from leanvl.metrics import egomcq_accuracy
+from leanvl.metrics import egomcq_accuracy, qa_accuracy
 from leanvl.models.svitt import itc_loss, mlm_mask
 from leanvl.registry import create_model
 from leanvl.text.tokenizer import pre_text
@@ -78,6 +86,7 @@ __all__ = [
     "EgoMCQEvalDataset",
     "SViTTCollate",
     "SViTTDataModule",
+    "SViTTQATask",
     "SViTTTask",
     "SceneStepSampler",
     "WindowFrames",
@@ -96,7 +105,7 @@ SCENE_WINDOW_SECONDS = 60.0
 """EgoVLP's ``neg_param``: clips whose narration times fall in the same 60 s window of a video
 form one scene group for ``data.sampler=scene``."""
 
-_TASKS = ("pretrain", "retrieval", "egomcq")
+_TASKS = ("pretrain", "retrieval", "egomcq", "qa")
 
 
 def handles(model_name: str) -> bool:
@@ -381,7 +390,7 @@ class SViTTDataModule(VideoTextDataModule):
     or EgoMCQ JSON for evaluation (see the module docstring); SViTT text handling.
 
     Attributes:
-        answers: always None (SViTT's VQA model is not trained by these recipes).
+        answers: the answer list of ``task.name=qa`` (VQA presets), else None.
         train_kind: ``"egoclip"`` or ``"retrieval"``.
     """
 
@@ -390,6 +399,13 @@ class SViTTDataModule(VideoTextDataModule):
             raise ValueError(
                 f"task.name={config.task.name!r}: the SViTT recipes support {_TASKS} "
                 f"(model.name={config.model.name!r})"
+            )
+        vqa = config.model.name.endswith("_vqa")
+        if vqa != (config.task.name == "qa"):
+            raise ValueError(
+                f"task.name={config.task.name!r} with model.name={config.model.name!r}: SViTT's "
+                "open-ended QA needs a VQA preset (svitt_tiny_vqa, svitt_base_vqa) and a VQA "
+                "preset trains only task.name=qa"
             )
         if config.task.qa_weight > 0:
             raise ValueError("task.qa_weight: QA co-training is not available for SViTT models")
@@ -414,6 +430,8 @@ class SViTTDataModule(VideoTextDataModule):
         path = self._file(split)
         if path is None:
             raise ValueError(f"data.{split}_file is not set")
+        if self.cfg.task.name == "qa":
+            return read_qa_json(path)
         return read_retrieval_json(path)
 
     def eval_kind(self, split: str) -> str:
@@ -453,7 +471,7 @@ class SViTTDataModule(VideoTextDataModule):
             )
             self._group_ids = egoclip_segment_ids(records, SCENE_WINDOW_SECONDS)
             return
-        if split != "train" and self.eval_kind(split) == "egomcq":
+        if split != "train" and self.cfg.task.name != "qa" and self.eval_kind(split) == "egomcq":
             records = read_egomcq_json(self._file(split))
             ks = {len(r.choices) for r in records}
             if len(ks) != 1:
@@ -519,12 +537,19 @@ def load_init(model: nn.Module, folder: Path) -> dict[str, Any]:
     official code does between curriculum stages (spec §7,
     :func:`leanvl.layers.rel_pos_3d.resample_temporal_table`).
 
+    A VQA model (``svitt_*_vqa``) may start from a pretraining checkpoint: its encoders load, the
+    pretraining heads (projections, ITM, MLM, temperature) are left out and listed as
+    ``unused``, and the answer decoder stays freshly initialised (``missing``).
+
     Returns:
-        ``{"resampled": (T_old, T_new) | None, "missing": [...]}`` (tensors left as initialised).
+        ``{"resampled": (T_old, T_new) | None, "missing": [...], "unused": [...]}``.
 
     Raises:
-        ValueError: a tensor whose shape differs for another reason, or an unknown tensor.
+        ValueError: a tensor whose shape differs for another reason, or an unknown tensor (for
+            a model that is not a VQA model).
     """
+    from leanvl.models.svitt import SViTTVQA
+
     folder = Path(folder)
     meta = read_config(folder)
     old_frames = int(meta["config"].get("num_frames", 1))
@@ -533,8 +558,10 @@ def load_init(model: nn.Module, folder: Path) -> dict[str, Any]:
     cfg = model.config
     resampled = None
     unexpected = [k for k in state if k not in own]
-    if unexpected:
+    if unexpected and not isinstance(model, SViTTVQA):
         raise ValueError(f"model.init='{folder}': tensors the model lacks: {unexpected[:8]}")
+    for key in unexpected:
+        del state[key]
     for key, value in list(state.items()):
         if value.shape == own[key].shape and not (
             key.endswith("rel_pos.table") and old_frames != cfg.num_frames
@@ -552,7 +579,7 @@ def load_init(model: nn.Module, folder: Path) -> dict[str, Any]:
             )
     missing = [k for k in own if k not in state]
     model.load_state_dict(state, strict=False)
-    return {"resampled": resampled, "missing": missing}
+    return {"resampled": resampled, "missing": missing, "unused": unexpected}
 
 
 def build_model(cfg: TrainConfig, datamodule: Any = None) -> nn.Module:
@@ -578,6 +605,8 @@ def build_model(cfg: TrainConfig, datamodule: Any = None) -> nn.Module:
                      *info["resampled"])  # fmt: skip
         if info["missing"]:
             log.warning("model.init: freshly initialised: %s", info["missing"])
+        if info["unused"]:
+            log.info("model.init: left out (the model has no such tensors): %s", info["unused"])
     return model
 
 
@@ -718,8 +747,67 @@ class SViTTTask(Task):
         return below.scatter(1, top.cpu(), itm)
 
 
-def build_task(cfg: TrainConfig, datamodule: Any) -> SViTTTask:
-    """The family hook: :class:`SViTTTask` with the data module's tokenizer."""
+class SViTTQATask(Task):
+    """``qa`` with a VQA preset: open-ended QA as SViTT (ALBEF) does it.
+
+    Training: the answer decoder's summed next-token loss of the ground-truth answer
+    (``[CLS] answer [SEP]``, weight 1; :meth:`~leanvl.models.svitt.SViTTVQA.loss`); questions
+    whose answer is not in ``data.answers_file`` are left out of the loss. Evaluation: the answer
+    list is ranked per question (:meth:`~leanvl.models.svitt.SViTTVQA.rank_answers`, top
+    ``min(128, answers)`` by first token, re-scored) and the best answer is the prediction;
+    metrics as the ``qa`` task (:func:`leanvl.metrics.qa_accuracy`).
+    """
+
+    name = "qa"
+    rank_k = 128
+    """Answers re-scored per question (the official ``k_test``)."""
+
+    def __init__(self, cfg, tokenizer, max_text_len: int, answers: list[str]) -> None:
+        super().__init__(cfg, tokenizer, max_text_len)
+        enc = tokenizer(answers, padding="longest", return_tensors="pt")
+        self.answer_ids, self.answer_mask = enc["input_ids"], enc["attention_mask"]
+
+    def _question(self, model, batch, shuffle: bool = False):
+        video = batch["video"]
+        if shuffle:
+            video = shuffle_frames(video, batch["index"])
+        mask = batch["text_mask"]
+        return model.encode_question(prepare_svitt_video(video), batch["text_ids"], mask), mask
+
+    def losses(self, model, batch):
+        """``{"qa": loss}`` over the questions with an in-vocabulary answer."""
+        keep = batch["label"] != -100
+        states, mask = self._question(model, batch)
+        if not keep.any():
+            return {"qa": states.sum() * 0.0}
+        labels = batch["label"][keep]
+        ids = self.answer_ids.to(labels.device)[labels]
+        amask = self.answer_mask.to(labels.device)[labels]
+        length = int(amask.sum(1).max())
+        ones = torch.ones_like(labels)
+        loss = model.loss(
+            states[keep], mask[keep], ids[:, :length], amask[:, :length], ones.float(), ones
+        )
+        return {"qa": loss}
+
+    def eval_rows(self, model, batch, loader, shuffle):
+        """The best-ranked answer of each question (``pred``) beside its ``label``."""
+        states, mask = self._question(model, batch, shuffle)
+        ids, amask = self.answer_ids.to(states.device), self.answer_mask.to(states.device)
+        top, _ = model.rank_answers(states, mask, ids, amask, k=self.rank_k)
+        return {"index": batch["index"], "pred": top[:, 0], "label": batch["label"]}
+
+    def metrics(self, model, rows, info):
+        """Accuracy (out-of-vocabulary answers wrong), in-vocabulary accuracy, per type/kind."""
+        (r,) = rows
+        return qa_accuracy(r["pred"], r["label"], info.types, info.kinds)
+
+
+def build_task(cfg: TrainConfig, datamodule: Any) -> Task:
+    """The family hook: :class:`SViTTTask`, or :class:`SViTTQATask` for ``task.name=qa``."""
+    if cfg.task.name == "qa":
+        return SViTTQATask(cfg.task, datamodule.tokenizer, cfg.data.max_text_len,
+                           datamodule.answers)  # fmt: skip
     task = SViTTTask(cfg.task, datamodule.tokenizer, cfg.data.max_text_len)
     task.name = cfg.task.name
     return task
