@@ -88,26 +88,17 @@ def _update(recipe: dict, sections: dict) -> dict:
 
 
 def vqa_recipe(root: Path, run_dir: Path, **sections) -> dict:
-    """SViTT VQA (answer decoder on the ground-truth answer) on the QA JSON, QA at the end."""
-    recipe = {
-        "task": {"name": "qa"},
-        "data": {
-            "root": str(root),
-            "train_file": "annotations/qa_train.json",
-            "test_file": "annotations/qa_test.json",
-            "answers_file": "annotations/qa_answers.json",
-            "num_frames": 4,
-            "image_size": 32,
-            "max_text_len": 16,
-            "batch_size": 8,
-            "eval_batch_size": 8,
-            "cache_frames": 8,
-        },
-        "model": {"name": "svitt_tiny_vqa", "overrides": dict(MODEL)},
-        "optim": {"lr": 1e-3, "head_names": []},
-        "trainer": {"max_steps": 3, "progress": "none", "log_every_n_steps": 1, "num_threads": 1},
-        "eval": {"at_end": True},
-        "run_dir": str(run_dir),
-        "resume": "never",
-    }
+    """SViTT VQA (answer decoder on the ground-truth answer) on the QA JSON, QA at the end:
+    :func:`ret_recipe` with the QA files, the VQA preset and no re-ranking."""
+    recipe = ret_recipe(root, run_dir)
+    recipe["task"] = {"name": "qa"}
+    recipe["eval"] = {"at_end": True}
+    recipe["data"].update(
+        train_file="annotations/qa_train.json",
+        test_file="annotations/qa_test.json",
+        answers_file="annotations/qa_answers.json",
+        batch_size=8,
+        eval_batch_size=8,
+    )
+    recipe["model"]["name"] = "svitt_tiny_vqa"
     return _update(recipe, sections)

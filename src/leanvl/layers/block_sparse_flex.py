@@ -111,6 +111,27 @@ def _block_mask(num_tokens: int, block_size: int, key_blocks: Tensor, mask_paddi
     return mask
 
 
+def _bias_score_mod(rel_bias, pos: Tensor):
+    """``score_mod`` adding the relative position bias of the tokens' original positions
+    ``pos`` ``(B, L)`` (None without a bias): no ``(L, L)`` bias is materialised."""
+    if rel_bias is None:
+        return None
+    table = rel_bias.table
+
+    def score_mod(score, bi, hi, q_idx, kv_idx):
+        row = rel_bias.index(pos[bi, q_idx][None], pos[bi, kv_idx][None])[0, 0]
+        return score + table[row, hi]
+
+    return score_mod
+
+
+def _attend(q: Tensor, k: Tensor, v: Tensor, score_mod, mask) -> Tensor:
+    """The compiled kernel (or the eager reference, see :func:`_flex`) on the laid-out tokens."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
+        return _flex(compiled=True)(q, k, v, score_mod=score_mod, block_mask=mask)
+
+
 def _compact(values: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
     """Per row: how many ``values`` are kept, and the kept ones first (``(rows, m)`` each)."""
     order = torch.sort((~keep).to(torch.int8), dim=1, stable=True).indices
@@ -203,14 +224,7 @@ def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile: int) -> 
         return torch.where(q_idx < tile, real, row)  # the CLS query sees every real key
 
     mask = _tile_block_mask(n, layout, key_blocks, tile, mask_mod, dev)
-    score_mod = None
-    if rel_bias is not None:
-        table = rel_bias.table
-
-        def score_mod(score, bi, hi, q_idx, kv_idx):
-            row = rel_bias.index(pos[bi, q_idx][None], pos[bi, kv_idx][None])[0, 0]
-            return score + table[row, hi]
-
+    score_mod = _bias_score_mod(rel_bias, pos)
     params = [rel_bias.table] if rel_bias is not None else []
     grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params))
     if grad and dev.type == "cpu":
@@ -219,10 +233,7 @@ def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile: int) -> 
             "(torch). Use attention_backend='gather' for CPU training, or run under "
             "torch.no_grad() for inference."
         )
-    attend = _flex(compiled=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        out = attend(qp, kp, vp, score_mod=score_mod, block_mask=mask)
+    out = _attend(qp, kp, vp, score_mod, mask)
     return out.index_select(2, back)
 
 
@@ -261,17 +272,7 @@ def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tu
     qp, kp, vp = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
     pos = F.pad(positions, (0, pad)).expand(b, -1).contiguous()  # padded slots -> CLS position
     mask = _block_mask(n, bs, key_blocks, layout.mask_padding)
-    score_mod = None
-    if rel_bias is not None:
-        table = rel_bias.table
-
-        def score_mod(score, bi, hi, q_idx, kv_idx):
-            row = rel_bias.index(pos[bi, q_idx][None], pos[bi, kv_idx][None])[0, 0]
-            return score + table[row, hi]
-
-    attend = _flex(compiled=True)
-    with warnings.catch_warnings():
-        warnings.filterwarnings("ignore", message=".*flex_attention called without torch.compile.*")
-        out = attend(qp, kp, vp, score_mod=score_mod, block_mask=mask)
+    score_mod = _bias_score_mod(rel_bias, pos)
+    out = _attend(qp, kp, vp, score_mod, mask)
     cls_bias = rel_bias(positions[:, :1], positions) if rel_bias is not None else None
     return out[:, :, :s], cls_attention_probs(q[:, :, :1], k, cls_bias)
