@@ -435,10 +435,12 @@ class SViTTDataModule(VideoTextDataModule):
         return read_retrieval_json(path)
 
     def eval_kind(self, split: str) -> str:
-        """``"egomcq"`` or ``"retrieval"``: what the file of ``split`` holds."""
+        """``"qa"``, ``"egomcq"`` or ``"retrieval"``: what the file of ``split`` holds."""
         path = self._file(split)
         if path is None:
             raise ValueError(f"data.{split}_file is not set")
+        if self.cfg.task.name == "qa":
+            return "qa"
         if self.cfg.task.name == "egomcq" or _is_egomcq_file(path):
             return "egomcq"
         return "retrieval"
@@ -471,7 +473,7 @@ class SViTTDataModule(VideoTextDataModule):
             )
             self._group_ids = egoclip_segment_ids(records, SCENE_WINDOW_SECONDS)
             return
-        if split != "train" and self.cfg.task.name != "qa" and self.eval_kind(split) == "egomcq":
+        if split != "train" and self.eval_kind(split) == "egomcq":
             records = read_egomcq_json(self._file(split))
             ks = {len(r.choices) for r in records}
             if len(ks) != 1:
@@ -611,6 +613,19 @@ def build_model(cfg: TrainConfig, datamodule: Any = None) -> nn.Module:
 
 
 # -------------------------------------------------------------------------------------- task
+def _batch_video(batch: dict[str, torch.Tensor], shuffle: bool = False) -> torch.Tensor:
+    """The batch's uint8 clips as SViTT input, frames permuted per item when ``shuffle``."""
+    video = batch["video"]
+    if shuffle:
+        if video.ndim == 6:  # EgoMCQ (B, K, T, ...): every candidate, keyed by (q, k)
+            b, k = video.shape[:2]
+            keys = (batch["index"][:, None] * k + torch.arange(k)).flatten()
+            video = shuffle_frames(video.flatten(0, 1), keys).view(video.shape)
+        else:
+            video = shuffle_frames(video, batch["index"])
+    return prepare_svitt_video(video)
+
+
 class SViTTTask(Task):
     """SViTT's objectives (ITC or EgoNCE, ITM with hard negatives, MLM) and its evaluations
     (retrieval by ITC with optional ITM re-ranking; EgoMCQ by ITC cosine similarity).
@@ -633,21 +648,10 @@ class SViTTTask(Task):
     cfg_rerank = 0
     shuffle_rerank = False
 
-    def _svitt_video(self, batch: dict[str, torch.Tensor], shuffle: bool = False) -> torch.Tensor:
-        video = batch["video"]
-        if shuffle:
-            if video.ndim == 6:  # EgoMCQ (B, K, T, ...): every candidate, keyed by (q, k)
-                b, k = video.shape[:2]
-                keys = (batch["index"][:, None] * k + torch.arange(k)).flatten()
-                video = shuffle_frames(video.flatten(0, 1), keys).view(video.shape)
-            else:
-                video = shuffle_frames(video, batch["index"])
-        return prepare_svitt_video(video)
-
     def losses(self, model, batch):
         """Weighted ``itc`` / ``itm`` / ``mlm`` terms of one training batch."""
         cfg = self.cfg
-        video = self._svitt_video(batch)
+        video = _batch_video(batch)
         ids, mask, idx = batch["text_ids"], batch["text_mask"], batch["index"]
         out = model.encode_video(video)
         text = model.encode_text(ids, mask)
@@ -682,7 +686,7 @@ class SViTTTask(Task):
     def eval_rows(self, model, batch, loader, shuffle):
         """Rows of a batch: EgoMCQ scores, or retrieval embeddings (videos, then texts)."""
         if "answer" in batch:  # EgoMCQ
-            video = self._svitt_video(batch, shuffle)
+            video = _batch_video(batch, shuffle)
             scores = egomcq_scores(model, video, batch["text_ids"], batch["text_mask"])
             return {
                 "index": batch["index"],
@@ -691,7 +695,7 @@ class SViTTTask(Task):
                 "intra": batch["intra"],
             }
         if loader == 0:
-            video = self._svitt_video(batch, shuffle)
+            video = _batch_video(batch, shuffle)
             pooled = model.encode_video(video).pooled
             rows = {"index": batch["index"], "emb": F.normalize(model.vision_proj(pooled), dim=-1)}
             if self.cfg_rerank:
@@ -768,11 +772,8 @@ class SViTTQATask(Task):
         self.answer_ids, self.answer_mask = enc["input_ids"], enc["attention_mask"]
 
     def _question(self, model, batch, shuffle: bool = False):
-        video = batch["video"]
-        if shuffle:
-            video = shuffle_frames(video, batch["index"])
         mask = batch["text_mask"]
-        return model.encode_question(prepare_svitt_video(video), batch["text_ids"], mask), mask
+        return model.encode_question(_batch_video(batch, shuffle), batch["text_ids"], mask), mask
 
     def losses(self, model, batch):
         """``{"qa": loss}`` over the questions with an in-vocabulary answer."""
