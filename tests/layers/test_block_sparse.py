@@ -363,3 +363,20 @@ def test_flex_on_cpu_refuses_training_with_a_clear_error() -> None:
         block_sparse_attention(q, k, v, torch.arange(9)[None], None, layout, table, "flex")
     with torch.no_grad():  # inference is fine
         block_sparse_attention(q, k, v, torch.arange(9)[None], None, layout, table, "flex")
+
+
+@pytest.mark.parametrize("mask_padding", [False, True])
+def test_padded_flex_layout_equals_gather(mask_padding) -> None:
+    # The GPU's default layout (the kernel's own tiles over [CLS, tokens, padding]) run through
+    # the eager reference on CPU, so its mask and bias logic stay covered without a GPU.
+    from leanvl.layers.block_sparse_flex import _flex_padded
+
+    bias = _bias(2, 3, heads=2)
+    q, k, v = _qkv(1, 2, 19, 8, seed=7)
+    pos = torch.arange(19)[None]
+    layout = BlockSparse(block_size=4, local=1, random=2, mask_padding=mask_padding)
+    table = layout.draw_random_blocks(5, generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        out = _flex_padded(q, k, v, pos, bias, layout, layout.key_blocks(table))
+        ref, _ = block_sparse_attention(q, k, v, pos, bias, layout, table, backend="gather")
+    torch.testing.assert_close(out, ref, atol=1e-5, rtol=1e-5)

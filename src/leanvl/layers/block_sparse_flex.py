@@ -154,7 +154,10 @@ def _tile_block_mask(n: int, layout, key_blocks: Tensor, tile: int, rows_mod, de
     tiles = key_blocks.sort(dim=1).values + 1
     first = torch.ones_like(tiles, dtype=torch.bool)
     first[:, 1:] = tiles[:, 1:] != tiles[:, :-1]  # a table may list a block twice
-    partial = (tiles >= 0) if tile > bs else (tiles == nb) & (layout.mask_padding and nb * bs > n)
+    if tile > bs:  # every tile has masked slots
+        partial = torch.ones_like(tiles, dtype=torch.bool)
+    else:  # only the padded last block, when its padding is masked
+        partial = (tiles == nb) & (layout.mask_padding and nb * bs > n)
     n_full, full = _compact(tiles, first & ~partial)
     n_part, part = _compact(tiles, first & partial)
     i32 = {"dtype": torch.int32, "device": device}
@@ -196,6 +199,14 @@ def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile: int) -> 
     if tile < bs:
         raise ValueError(f"flex tile of {tile} tokens is smaller than the block ({bs})")
     dev = q.device
+    params = [rel_bias.table] if rel_bias is not None else []
+    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params))
+    if grad and dev.type == "cpu":
+        raise NotImplementedError(
+            "attention_backend='flex' cannot train on CPU: FlexAttention has no CPU backward "
+            "(torch). Use attention_backend='gather' for CPU training, or run under "
+            "torch.no_grad() for inference."
+        )
     token = torch.arange(nb * bs, device=dev)
     slot = tile * (1 + token // bs) + token % bs  # layout slot of token 1 + i (and of padding)
     length = tile * (nb + 1)
@@ -225,16 +236,21 @@ def _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile: int) -> 
 
     mask = _tile_block_mask(n, layout, key_blocks, tile, mask_mod, dev)
     score_mod = _bias_score_mod(rel_bias, pos)
-    params = [rel_bias.table] if rel_bias is not None else []
-    grad = torch.is_grad_enabled() and any(t.requires_grad for t in (q, k, v, *params))
-    if grad and dev.type == "cpu":
-        raise NotImplementedError(
-            "attention_backend='flex' cannot train on CPU: FlexAttention has no CPU backward "
-            "(torch). Use attention_backend='gather' for CPU training, or run under "
-            "torch.no_grad() for inference."
-        )
     out = _attend(qp, kp, vp, score_mod, mask)
     return out.index_select(2, back)
+
+
+def _flex_padded(q, k, v, positions, rel_bias, layout, key_blocks) -> Tensor:
+    """FlexAttention over ``[CLS, x_1..x_n, padding]`` with the kernel's own tiles (the GPU
+    default; see the module docstring)."""
+    b, h, s, d = q.shape
+    n = s - 1
+    nb, bs = key_blocks.shape[0], layout.block_size
+    pad = nb * bs - n
+    qp, kp, vp = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
+    pos = F.pad(positions, (0, pad)).expand(b, -1).contiguous()  # padded slots -> CLS position
+    mask = _block_mask(n, bs, key_blocks, layout.mask_padding)
+    return _attend(qp, kp, vp, _bias_score_mod(rel_bias, pos), mask)[:, :, :s]
 
 
 def _gpu_tile(block_size: int) -> int | None:
@@ -261,18 +277,9 @@ def flex_block_attention(q, k, v, positions, rel_bias, layout, key_blocks) -> tu
         key_blocks: ``(nb, local + random)`` key blocks of every query block.
     """
     tile = layout.block_size if q.device.type == "cpu" else _gpu_tile(layout.block_size)
-    if tile is not None:
+    if tile is None:
+        out = _flex_padded(q, k, v, positions, rel_bias, layout, key_blocks)
+    else:
         out = _flex_tiled(q, k, v, positions, rel_bias, layout, key_blocks, tile)
-        cls_bias = rel_bias(positions[:, :1], positions) if rel_bias is not None else None
-        return out, cls_attention_probs(q[:, :, :1], k, cls_bias)
-    b, h, s, d = q.shape
-    n = s - 1
-    nb, bs = key_blocks.shape[0], layout.block_size
-    pad = nb * bs - n
-    qp, kp, vp = (F.pad(t, (0, 0, 0, pad)) for t in (q, k, v))
-    pos = F.pad(positions, (0, pad)).expand(b, -1).contiguous()  # padded slots -> CLS position
-    mask = _block_mask(n, bs, key_blocks, layout.mask_padding)
-    score_mod = _bias_score_mod(rel_bias, pos)
-    out = _attend(qp, kp, vp, score_mod, mask)
     cls_bias = rel_bias(positions[:, :1], positions) if rel_bias is not None else None
-    return out[:, :, :s], cls_attention_probs(q[:, :, :1], k, cls_bias)
+    return out, cls_attention_probs(q[:, :, :1], k, cls_bias)
